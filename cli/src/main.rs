@@ -1,0 +1,99 @@
+//! `berth`: the one binary. Servers, node agents and control loops run as its
+//! subcommands, and so do the operator's verbs.
+
+mod manifests;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "A container orchestrator in the Kubernetes mould whose API servers replicate \
+             the cluster state themselves through an embedded Raft log",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an API-server peer (Raft-replicated store, gRPC and REST front ends)
+    Server(Pending),
+    /// Run a node agent (kubelet) that runs the pods bound to its node
+    Agent(Pending),
+    /// Run a scheduler replica (one leader at a time)
+    Scheduler(Pending),
+    /// Run a controller-manager replica (one leader at a time)
+    ControllerManager(Pending),
+    /// Start a local highly available cluster on this machine
+    Up(Pending),
+    /// Run OCI containers from bundles (runc-compatible command line)
+    Runtime(Pending),
+    /// Run a device plugin (sample or nvidia)
+    DevicePlugin(Pending),
+    /// Partition and crash a real multi-peer cluster and check its histories
+    Chaos(Pending),
+    /// List objects
+    Get(Pending),
+    /// Show an object in detail, with its events
+    Describe(Pending),
+    /// Create or update objects from manifests
+    Apply(Pending),
+    /// Delete objects
+    Delete(Pending),
+    /// Print a container's logs
+    Logs(Pending),
+    /// Run a command in a container
+    Exec(Pending),
+    /// Wait for a condition on objects
+    Wait(Pending),
+    /// Inspect and change the API-server peers of a cluster
+    Cluster(Pending),
+    /// Check manifests strictly against berth's object model, without a cluster
+    Validate(manifests::ValidateArgs),
+    /// Print a shell completion script
+    Completion {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Arguments of a subcommand that this build does not provide yet.
+#[derive(clap::Args)]
+struct Pending {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let name = match &cli.command {
+        Command::Validate(args) => return manifests::validate(args),
+        Command::Completion { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "berth", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Server(_) => "server",
+        Command::Agent(_) => "agent",
+        Command::Scheduler(_) => "scheduler",
+        Command::ControllerManager(_) => "controller-manager",
+        Command::Up(_) => "up",
+        Command::Runtime(_) => "runtime",
+        Command::DevicePlugin(_) => "device-plugin",
+        Command::Chaos(_) => "chaos",
+        Command::Get(_) => "get",
+        Command::Describe(_) => "describe",
+        Command::Apply(_) => "apply",
+        Command::Delete(_) => "delete",
+        Command::Logs(_) => "logs",
+        Command::Exec(_) => "exec",
+        Command::Wait(_) => "wait",
+        Command::Cluster(_) => "cluster",
+    };
+    eprintln!("berth {name}: not available in this build yet; see README.md for what works today");
+    ExitCode::from(2)
+}

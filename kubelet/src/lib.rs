@@ -1,0 +1,6 @@
+//! berth-kubelet: the node agent and everything below it.
+//!
+//! The kubelet drives each pod bound to its node through CRI; berth's own
+//! runtime service turns CRI calls into OCI runtime specs run by the executor
+//! (namespaces, cgroups) on images from the image store, wires pods up with
+//! CNI plugins, and hosts device plugins.

@@ -1,0 +1,76 @@
+//! berth-proto: every API object and wire protocol of berth, defined once as
+//! protobuf under `proto/` and generated at build time.
+//!
+//! API objects have the Kubernetes shape and field names. Their JSON/YAML form
+//! follows the Kubernetes conventions (camelCase, int64 as numbers, enum-like
+//! fields as strings, RFC 3339 times, quantities as "250m"/"1Gi"), and
+//! decoding is strict: an unknown field is an error naming its path.
+
+/// The generated code, nested as the proto packages are so that its
+/// cross-package paths resolve; the public names are the re-exports below.
+mod generated {
+    pub mod berth {
+        pub mod meta {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/berth.meta.v1.rs"));
+            }
+        }
+        pub mod core {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/berth.core.v1.rs"));
+            }
+        }
+        pub mod apps {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/berth.apps.v1.rs"));
+            }
+        }
+        pub mod coordination {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/berth.coordination.v1.rs"));
+            }
+        }
+        pub mod raft {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/berth.raft.v1.rs"));
+            }
+        }
+    }
+    pub mod mvccpb {
+        include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+    }
+    pub mod etcdserverpb {
+        include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+    }
+}
+
+/// appsv1: ReplicaSet, Deployment (and the Scale subresource).
+pub use generated::berth::apps::v1 as apps_v1;
+/// coordinationv1: Lease.
+pub use generated::berth::coordination::v1 as coordination_v1;
+/// The store's replicated commands and its internal peer service.
+pub use generated::berth::raft::v1 as raft_v1;
+/// The etcd v3 API (a subset: KV, Watch, Lease, Cluster, Maintenance),
+/// wire-compatible with etcd's own so etcd clients work against berth.
+pub mod etcd {
+    pub use crate::generated::etcdserverpb;
+    pub use crate::generated::mvccpb;
+}
+/// corev1: Namespace, Node, Pod, Event.
+pub use generated::berth::core::v1 as core_v1;
+/// metav1: ObjectMeta, LabelSelector, Status.
+pub use generated::berth::meta::v1 as meta_v1;
+
+mod codec;
+mod int_or_string;
+mod object;
+mod quantity;
+mod serde_support;
+mod time;
+mod wire;
+
+pub use codec::{from_json, from_yaml, to_json, to_yaml, DecodeError};
+pub use int_or_string::{IntOrPercentError, IntOrString};
+pub use object::{Object, Resource};
+pub use quantity::{Quantity, QuantityError, QuantityFormat};
+pub use time::{MicroTime, Time, TimeError};

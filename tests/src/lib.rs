@@ -1,0 +1,2 @@
+//! berth-tests: harnesses shared by the multi-process, chaos and end-to-end
+//! tests and the benchmarks: history checkers and cluster launchers.
