@@ -224,7 +224,7 @@ fn int64_fields_are_json_numbers() {
 fn resource_descriptions() {
     assert_eq!(Deployment::API_VERSION, "apps/v1");
     assert_eq!(Deployment::PLURAL, "deployments");
-    assert!(!berth_proto::core_v1::Node::NAMESPACED);
+    const { assert!(!berth_proto::core_v1::Node::NAMESPACED) };
     assert_eq!(berth_proto::coordination_v1::Lease::GROUP, "coordination.k8s.io");
     let mut pod = Pod::default();
     pod.set_type_meta();

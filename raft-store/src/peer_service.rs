@@ -1,0 +1,138 @@
+//! The peer-to-peer gRPC service: Raft messages in, and the requests a
+//! follower sends its leader (forwarded writes, read indexes, lease
+//! keep-alives, leadership hand-over).
+
+use crate::error::StoreError;
+use crate::network::{decode, encode};
+use crate::store::Store;
+use crate::types::{NodeId, Proposal, TypeConfig};
+use berth_proto::etcd::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use berth_proto::raft_v1::raft_server::{Raft as RaftService, RaftServer};
+use berth_proto::raft_v1::{
+    Command, CommandResult, RaftPayload, ReadIndexRequest, ReadIndexResponse,
+    TransferLeaderRequest, TransferLeaderResponse,
+};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use tonic::{Request, Response, Status};
+
+/// The peer service of `store`, to add to a tonic server.
+pub fn peer_service(store: Store) -> RaftServer<PeerService> {
+    RaftServer::new(PeerService { store })
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
+}
+
+pub struct PeerService {
+    store: Store,
+}
+
+fn bad_payload(e: String) -> Status {
+    Status::invalid_argument(format!("undecodable raft message: {e}"))
+}
+
+fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
+    encode(value).map(Response::new).map_err(Status::internal)
+}
+
+pub(crate) fn to_status(e: StoreError) -> Status {
+    match e {
+        StoreError::Unavailable(m) => Status::unavailable(m),
+        StoreError::InvalidArgument(m) => Status::invalid_argument(m),
+        StoreError::LeaseNotFound(id) => {
+            Status::not_found(format!("requested lease not found: {id}"))
+        }
+        StoreError::LeaseExists(id) => {
+            Status::failed_precondition(format!("lease {id} already exists"))
+        }
+        e @ (StoreError::Compacted { .. } | StoreError::FutureRevision { .. }) => {
+            Status::out_of_range(e.to_string())
+        }
+        StoreError::KeyNotFound => Status::invalid_argument("key not found"),
+        e => Status::internal(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl RaftService for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            decode(request.get_ref()).map_err(bad_payload)?;
+        reply(&self.store.raft().append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: VoteRequest<NodeId> = decode(request.get_ref()).map_err(bad_payload)?;
+        reply(&self.store.raft().vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> =
+            decode(request.get_ref()).map_err(bad_payload)?;
+        reply(&self.store.raft().install_snapshot(rpc).await)
+    }
+
+    async fn propose(&self, request: Request<Command>) -> Result<Response<CommandResult>, Status> {
+        match self.store.raft().client_write(Proposal(request.into_inner())).await {
+            Ok(response) => Ok(Response::new(response.data.0)),
+            // Not proposed at all: the caller may safely retry elsewhere.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(Status::failed_precondition("not the leader"))
+            }
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    async fn read_index(
+        &self,
+        _: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        match self.store.local_read_index().await.map_err(to_status)? {
+            Some(index) => Ok(Response::new(ReadIndexResponse { index })),
+            None => Err(Status::failed_precondition("not the leader")),
+        }
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<LeaseKeepAliveRequest>,
+    ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
+        let id = request.into_inner().id;
+        if !self.store.is_leader() {
+            return Err(Status::failed_precondition("not the leader"));
+        }
+        let ttl = crate::lease::keep_alive_on_leader(&self.store, id).await.map_err(to_status)?;
+        Ok(Response::new(LeaseKeepAliveResponse { header: None, id, ttl }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        if !self.store.is_leader() {
+            return Err(Status::failed_precondition("not the leader"));
+        }
+        crate::lease::time_to_live_on_leader(&self.store, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        if request.get_ref().to == self.store.id() && !self.store.is_leader() {
+            self.store.campaign().await;
+        }
+        Ok(Response::new(TransferLeaderResponse { leader: self.store.leader().unwrap_or(0) }))
+    }
+}

@@ -1,0 +1,837 @@
+//! A peer's store: the Raft node, its RocksDB, the watch hub and the lease
+//! keeper, and the operations the API server (and the etcd facade) call.
+//!
+//! Writes on a follower are forwarded to the leader and answered once this
+//! peer has applied them too; linearizable reads get a read index from the
+//! leader (which confirms its leadership with a quorum) and wait until this
+//! peer has applied that far. Without a leader or quorum, the answer is
+//! `Unavailable`, never stale data.
+
+use crate::db::Db;
+use crate::error::StoreError;
+use crate::lease::Lessor;
+use crate::log_store::LogStore;
+use crate::mvcc::{self, KeyRange};
+use crate::network::{Faults, Peers};
+use crate::state_machine::StateMachine;
+use crate::types::{NodeId, Proposal, Raft};
+use crate::watch::{self, Watch, WatchHub, WatchOptions};
+use berth_proto::etcd::etcdserverpb::{
+    request_op, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest, PutResponse, RangeRequest,
+    RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use berth_proto::raft_v1::{command::Op, command_result, ApplyError, Command, CommandResult};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Values larger than this are refused (etcd's default request limit).
+pub const MAX_VALUE_BYTES: usize = 1536 * 1024;
+/// Operations one transaction may hold (etcd's default).
+pub const MAX_TXN_OPS: usize = 128;
+
+/// How a peer's store is set up.
+#[derive(Clone)]
+pub struct StoreConfig {
+    pub id: NodeId,
+    /// The cluster's name; a data directory of another cluster is refused.
+    pub cluster: String,
+    pub data_dir: PathBuf,
+    /// Address other peers reach this peer's Raft service at (host:port).
+    pub advertise: String,
+    pub heartbeat: Duration,
+    pub election_timeout: (Duration, Duration),
+    /// How long a write or linearizable read may wait for a leader/quorum.
+    pub request_timeout: Duration,
+    /// Applied entries between snapshots (the log is purged behind them).
+    pub snapshot_every: u64,
+    /// Faults injected on this peer's outgoing messages (tests).
+    pub faults: Arc<Faults>,
+}
+
+impl StoreConfig {
+    pub fn new(
+        id: NodeId,
+        cluster: &str,
+        data_dir: impl Into<PathBuf>,
+        advertise: &str,
+    ) -> StoreConfig {
+        StoreConfig {
+            id,
+            cluster: cluster.to_string(),
+            data_dir: data_dir.into(),
+            advertise: advertise.to_string(),
+            heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
+            request_timeout: Duration::from_secs(5),
+            snapshot_every: 10_000,
+            faults: Arc::default(),
+        }
+    }
+}
+
+/// One peer of the replicated store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) id: NodeId,
+    pub(crate) cluster_id: u64,
+    pub(crate) raft: Raft,
+    pub(crate) db: Arc<Db>,
+    pub(crate) hub: Arc<WatchHub>,
+    pub(crate) peers: Peers,
+    pub(crate) lessor: Arc<Lessor>,
+    pub(crate) config: StoreConfig,
+    stop: CancellationToken,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// Status of a peer, as etcd's Maintenance.Status reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerStatus {
+    pub id: NodeId,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub state: String,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub revision: i64,
+    pub compact_revision: i64,
+    pub is_learner: bool,
+    pub voters: BTreeSet<NodeId>,
+    pub members: BTreeMap<NodeId, String>,
+}
+
+pub(crate) fn cluster_hash(cluster: &str) -> u64 {
+    // FNV-1a: stable across builds, unlike the std hasher.
+    cluster.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+impl Store {
+    /// Opens the data directory and starts the Raft node (not yet serving:
+    /// add `peer_service()` to a gRPC server).
+    pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        let db = Arc::new(Db::open(&config.data_dir, &config.cluster)?);
+        let (revision, _) = mvcc::revisions(&db.latest())?;
+        let hub = WatchHub::new(revision);
+        let log = LogStore::new(db.clone());
+        let sm = StateMachine::new(db.clone(), hub.clone())?;
+        let peers = Peers::new(config.faults.clone(), config.request_timeout);
+        let raft_config = openraft::Config {
+            cluster_name: config.cluster.clone(),
+            heartbeat_interval: config.heartbeat.as_millis() as u64,
+            election_timeout_min: config.election_timeout.0.as_millis() as u64,
+            election_timeout_max: config.election_timeout.1.as_millis() as u64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.snapshot_every / 10,
+            max_payload_entries: 1024,
+            snapshot_max_chunk_size: 1 << 20,
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(
+            raft_config.validate().map_err(|e| StoreError::InvalidArgument(e.to_string()))?,
+        );
+        let raft = Raft::new(config.id, raft_config, peers.clone(), log, sm)
+            .await
+            .map_err(|e| StoreError::Internal(format!("raft: {e}")))?;
+        let stop = CancellationToken::new();
+        let lessor = Arc::new(Lessor::default());
+        let inner = Arc::new(Inner {
+            id: config.id,
+            cluster_id: cluster_hash(&config.cluster),
+            raft,
+            db,
+            hub,
+            peers,
+            lessor,
+            config,
+            stop,
+            tasks: Default::default(),
+        });
+        let store = Store { inner };
+        let tasks = vec![
+            crate::lease::spawn_expirer(store.clone()),
+            crate::metrics::spawn_reporter(store.clone()),
+        ];
+        *store.inner.tasks.lock().expect("task list lock is never poisoned") = tasks;
+        Ok(store)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// Faults injected on this peer's outgoing messages.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.inner.config.faults
+    }
+
+    pub(crate) fn stop_token(&self) -> CancellationToken {
+        self.inner.stop.clone()
+    }
+
+    /// Stops the Raft node and every task of this peer. Data stays on disk.
+    pub async fn shutdown(&self) {
+        self.inner.stop.cancel();
+        let tasks = std::mem::take(
+            &mut *self.inner.tasks.lock().expect("task list lock is never poisoned"),
+        );
+        for task in tasks {
+            let _ = task.await;
+        }
+        let _ = self.inner.raft.shutdown().await;
+    }
+
+    /// Creates a new cluster whose voters are `members` (id -> address).
+    /// Only the first start of a cluster does this, on one peer.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<(), StoreError> {
+        let nodes: BTreeMap<NodeId, BasicNode> =
+            members.into_iter().map(|(id, addr)| (id, BasicNode::new(addr))).collect();
+        match self.inner.raft.initialize(nodes).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(e)) => {
+                Err(StoreError::InvalidArgument(format!("cannot initialize: {e}")))
+            }
+            Err(e) => Err(StoreError::Internal(e.to_string())),
+        }
+    }
+
+    // ---------------------------------------------------------------- writes
+
+    /// Replicates a command through the leader and returns its result once
+    /// this peer has applied it.
+    pub(crate) async fn propose(&self, command: Command) -> Result<CommandResult, StoreError> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.inner.config.request_timeout;
+        let result = loop {
+            let write = self.inner.raft.client_write(Proposal(command.clone()));
+            match tokio::time::timeout_at(deadline, write).await {
+                Err(_) => break Err(unavailable("the write did not commit in time (no quorum?)")),
+                Ok(Ok(response)) => break Ok(response.data.0),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+                    match (forward.leader_id, forward.leader_node) {
+                        (Some(leader), Some(node)) if leader != self.inner.id => {
+                            match self.forward(leader, &node.addr, &command, deadline).await {
+                                Forwarded::Done(result) => break result,
+                                Forwarded::Retry => {}
+                            }
+                        }
+                        _ => {}
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        break Err(unavailable("no leader"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(Err(e)) => break Err(StoreError::Internal(e.to_string())),
+            }
+        };
+        metrics::histogram!("berth_store_proposal_seconds").record(started.elapsed().as_secs_f64());
+        let result = result?;
+        self.wait_applied(result.log_index, deadline).await?;
+        refusal(&command, &result)?;
+        Ok(result)
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        addr: &str,
+        command: &Command,
+        deadline: tokio::time::Instant,
+    ) -> Forwarded {
+        let Some(mut client) = self.inner.peers.client(leader, addr) else {
+            return Forwarded::Retry;
+        };
+        if !self.inner.config.faults.pass(leader).await {
+            return Forwarded::Retry;
+        }
+        let mut request = tonic::Request::new(command.clone());
+        request.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match client.propose(request).await {
+            Ok(reply) => Forwarded::Done(Ok(reply.into_inner())),
+            // The leader answers FailedPrecondition only when it did not
+            // propose (it is no longer leader): safe to try again.
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => Forwarded::Retry,
+            Err(status)
+                if status.code() == tonic::Code::Unavailable
+                    && status.message().starts_with("connect") =>
+            {
+                Forwarded::Retry
+            }
+            Err(status) => {
+                Forwarded::Done(Err(unavailable(&format!("leader {leader}: {}", status.message()))))
+            }
+        }
+    }
+
+    /// Waits until this peer has applied `index`.
+    async fn wait_applied(
+        &self,
+        index: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), StoreError> {
+        let timeout = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_millis(1));
+        self.inner
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "read or write barrier")
+            .await
+            .map(|_| ())
+            .map_err(|_| unavailable("this peer did not apply the committed entries in time"))
+    }
+
+    /// A linearizable read barrier: after it, this peer's state includes
+    /// every write acknowledged before it began.
+    pub async fn read_barrier(&self) -> Result<(), StoreError> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.request_timeout;
+        let index = loop {
+            match self.leader_read_index(deadline).await {
+                Ok(Some(index)) => break index,
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(unavailable("no leader to confirm a linearizable read"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        self.wait_applied(index, deadline).await
+    }
+
+    /// The read index from the leader (this peer or another); None when there
+    /// is no leader to ask right now.
+    async fn leader_read_index(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<u64>, StoreError> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let Some(leader) = metrics.current_leader else {
+            return Ok(None);
+        };
+        if leader == self.inner.id {
+            return tokio::time::timeout_at(deadline, self.local_read_index())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(unavailable("leadership not confirmed in time (no quorum?)"))
+                });
+        }
+        let Some(node) = metrics.membership_config.membership().get_node(&leader).cloned() else {
+            return Ok(None);
+        };
+        let Some(mut client) = self.inner.peers.client(leader, &node.addr) else {
+            return Ok(None);
+        };
+        if !self.inner.config.faults.pass(leader).await {
+            return Ok(None);
+        }
+        let mut request = tonic::Request::new(berth_proto::raft_v1::ReadIndexRequest {});
+        request.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match client.read_index(request).await {
+            Ok(reply) => Ok(Some(reply.into_inner().index)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the index
+    /// a linearizable read must wait for.
+    pub(crate) async fn local_read_index(&self) -> Result<Option<u64>, StoreError> {
+        match self.inner.raft.get_read_log_id().await {
+            Ok((read, _)) => Ok(Some(read.map_or(0, |id| id.index))),
+            Err(RaftError::APIError(_)) => Ok(None),
+            Err(e) => Err(StoreError::Internal(e.to_string())),
+        }
+    }
+
+    // ------------------------------------------------------------ operations
+
+    pub(crate) fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.inner.cluster_id,
+            member_id: self.inner.id,
+            revision,
+            raft_term: self.inner.raft.metrics().borrow().current_term,
+        }
+    }
+
+    /// Reads a key or range. Linearizable unless `serializable` is set, in
+    /// which case this peer's applied state answers at once.
+    pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StoreError> {
+        if request.key.is_empty() {
+            return Err(StoreError::InvalidArgument("key is not provided".into()));
+        }
+        if !request.serializable {
+            self.read_barrier().await?;
+        }
+        let db = self.inner.db.clone();
+        let (mut response, revision) = tokio::task::spawn_blocking(move || {
+            let view = db.view();
+            let response = mvcc::range(&view, &request)?;
+            let (revision, _) = mvcc::revisions(&view)?;
+            Ok::<_, StoreError>((response, revision))
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))??;
+        response.header = Some(self.header(revision));
+        Ok(response)
+    }
+
+    pub async fn put(&self, request: PutRequest) -> Result<PutResponse, StoreError> {
+        check_put(&request)?;
+        let result = self.propose(Command { op: Some(Op::Put(request)) }).await?;
+        let mut response = match result.result {
+            Some(command_result::Result::Put(r)) => r,
+            _ => return Err(mismatched()),
+        };
+        response.header = Some(self.header(result.revision));
+        Ok(response)
+    }
+
+    pub async fn delete_range(
+        &self,
+        request: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, StoreError> {
+        if request.key.is_empty() {
+            return Err(StoreError::InvalidArgument("key is not provided".into()));
+        }
+        let result = self.propose(Command { op: Some(Op::DeleteRange(request)) }).await?;
+        let mut response = match result.result {
+            Some(command_result::Result::DeleteRange(r)) => r,
+            _ => return Err(mismatched()),
+        };
+        response.header = Some(self.header(result.revision));
+        Ok(response)
+    }
+
+    /// Compare-and-swap and friends: compares, then one list of operations
+    /// or the other, all at one revision.
+    pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, StoreError> {
+        check_txn(&request, &mut 0)?;
+        let read_only = is_read_only(&request);
+        if read_only {
+            // Nothing to replicate: evaluate against a linearizable view.
+            self.read_barrier().await?;
+            let db = self.inner.db.clone();
+            let command = Command { op: Some(Op::Txn(request)) };
+            let applied = tokio::task::spawn_blocking(move || {
+                let view = db.latest();
+                mvcc::Apply::new(&view)?.command(&command)
+            })
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))??;
+            let command = Command::default();
+            refusal(&command, &applied.result)?;
+            let mut response = match applied.result.result {
+                Some(command_result::Result::Txn(r)) => r,
+                _ => return Err(mismatched()),
+            };
+            response.header = Some(self.header(applied.revision));
+            return Ok(response);
+        }
+        let result = self.propose(Command { op: Some(Op::Txn(request)) }).await?;
+        let mut response = match result.result {
+            Some(command_result::Result::Txn(r)) => r,
+            _ => return Err(mismatched()),
+        };
+        response.header = Some(self.header(result.revision));
+        Ok(response)
+    }
+
+    pub async fn compact(
+        &self,
+        request: CompactionRequest,
+    ) -> Result<CompactionResponse, StoreError> {
+        let revision = request.revision;
+        let result = self.propose(Command { op: Some(Op::Compaction(request)) }).await?;
+        let mut response = match result.result {
+            Some(command_result::Result::Compaction(r)) => r,
+            _ => return Err(mismatched()),
+        };
+        response.header = Some(self.header(result.revision.max(revision)));
+        Ok(response)
+    }
+
+    /// Watches a key or range from a revision; see `Watch`.
+    pub fn watch(&self, options: WatchOptions) -> Watch {
+        watch::start(self.inner.db.clone(), self.inner.hub.clone(), options)
+    }
+
+    pub async fn lease_grant(
+        &self,
+        mut request: LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, StoreError> {
+        if request.ttl <= 0 {
+            return Err(StoreError::InvalidArgument(format!(
+                "lease TTL must be positive, got {}",
+                request.ttl
+            )));
+        }
+        if request.id < 0 {
+            return Err(StoreError::InvalidArgument(format!(
+                "lease ID must be positive, got {}",
+                request.id
+            )));
+        }
+        if request.id == 0 {
+            request.id = random_lease_id();
+        }
+        let result = self.propose(Command { op: Some(Op::LeaseGrant(request)) }).await?;
+        let mut response = match result.result {
+            Some(command_result::Result::LeaseGrant(r)) => r,
+            _ => return Err(mismatched()),
+        };
+        response.header = Some(self.header(result.revision));
+        Ok(response)
+    }
+
+    /// Revokes a lease; every key attached to it is deleted in one revision.
+    pub async fn lease_revoke(
+        &self,
+        request: LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, StoreError> {
+        let result = self.propose(Command { op: Some(Op::LeaseRevoke(request)) }).await?;
+        let mut response = match result.result {
+            Some(command_result::Result::LeaseRevoke(r)) => r,
+            _ => return Err(mismatched()),
+        };
+        response.header = Some(self.header(result.revision));
+        Ok(response)
+    }
+
+    /// Renews a lease on the leader; returns its TTL.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, StoreError> {
+        crate::lease::keep_alive(self, id).await
+    }
+
+    pub async fn lease_time_to_live(
+        &self,
+        request: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse, StoreError> {
+        crate::lease::time_to_live(self, request).await
+    }
+
+    /// Every lease id.
+    pub async fn lease_ids(&self) -> Result<Vec<i64>, StoreError> {
+        self.read_barrier().await?;
+        Ok(mvcc::leases(&self.inner.db.view())?.into_iter().map(|l| l.id).collect())
+    }
+
+    // ----------------------------------------------------------- membership
+
+    /// This peer's view of the cluster.
+    pub fn status(&self) -> Result<PeerStatus, StoreError> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let (revision, compact_revision) = mvcc::revisions(&self.inner.db.latest())?;
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        Ok(PeerStatus {
+            id: self.inner.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            state: format!("{:?}", m.state),
+            commit_index: self.committed_index(),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            revision,
+            compact_revision,
+            is_learner: m.state == ServerState::Learner,
+            members: membership.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
+            voters,
+        })
+    }
+
+    fn committed_index(&self) -> u64 {
+        // openraft reports what was replicated to a quorum as the leader's
+        // last log; followers know the commit index from heartbeats.
+        let m = self.inner.raft.metrics().borrow().clone();
+        m.last_applied.map_or(0, |l| l.index).max(m.last_log_index.unwrap_or(0).min(
+            m.replication.as_ref().map_or(u64::MAX, |r| {
+                let mut matched: Vec<u64> = r.values().map(|v| v.map_or(0, |l| l.index)).collect();
+                matched.sort_unstable();
+                matched.get(matched.len() / 2).copied().unwrap_or(0)
+            }),
+        ))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().current_leader == Some(self.inner.id)
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.inner.raft.metrics().borrow().current_leader
+    }
+
+    /// Adds a peer as a learner: it receives the log but does not vote.
+    /// Returns once it has caught up.
+    pub async fn add_learner(&self, id: NodeId, addr: &str) -> Result<(), StoreError> {
+        self.on_leader(|raft| {
+            let addr = addr.to_string();
+            async move { raft.add_learner(id, BasicNode::new(addr), true).await.map(|_| ()) }
+        })
+        .await
+    }
+
+    /// Makes a learner a voter.
+    pub async fn promote(&self, id: NodeId) -> Result<(), StoreError> {
+        let voters = self.status()?.voters;
+        if voters.contains(&id) {
+            return Ok(());
+        }
+        self.on_leader(|raft| async move {
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    /// Removes a peer from the cluster (voter or learner). The last voter
+    /// cannot be removed.
+    pub async fn remove_peer(&self, id: NodeId) -> Result<(), StoreError> {
+        let status = self.status()?;
+        if status.voters.contains(&id) && status.voters.len() == 1 {
+            return Err(StoreError::InvalidArgument(format!(
+                "peer {id} is the last voter; it cannot be removed"
+            )));
+        }
+        self.on_leader(|raft| async move {
+            if status.voters.contains(&id) {
+                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                    .await?;
+            }
+            raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    async fn on_leader<F, Fut>(&self, f: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(Raft) -> Fut,
+        Fut: std::future::Future<
+            Output = Result<(), RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>,
+        >,
+    {
+        match f(self.inner.raft.clone()).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(unavailable(&format!(
+                    "membership changes go to the leader{}",
+                    f.leader_id.map(|l| format!(" (peer {l})")).unwrap_or_default()
+                )))
+            }
+            Err(RaftError::APIError(e)) => Err(StoreError::InvalidArgument(e.to_string())),
+            Err(e) => Err(StoreError::Internal(e.to_string())),
+        }
+    }
+
+    /// Moves leadership from this peer (the leader) to voter `to`: this peer
+    /// stops its heartbeats so the others' leader lease runs out, and `to`
+    /// campaigns. Returns the new leader.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<NodeId, StoreError> {
+        let status = self.status()?;
+        if status.leader != Some(self.inner.id) {
+            return Err(StoreError::InvalidArgument(
+                "transfer_leader must be called on the leader".into(),
+            ));
+        }
+        if !status.voters.contains(&to) {
+            return Err(StoreError::InvalidArgument(format!("peer {to} is not a voter")));
+        }
+        if to == self.inner.id {
+            return Ok(to);
+        }
+        let addr = status.members.get(&to).cloned().unwrap_or_default();
+        let raft = &self.inner.raft;
+        raft.runtime_config().elect(false);
+        raft.runtime_config().heartbeat(false);
+        let deadline = tokio::time::Instant::now() + self.inner.config.election_timeout.1 * 6;
+        let mut outcome = Err(unavailable("leadership transfer did not finish in time"));
+        while tokio::time::Instant::now() < deadline {
+            if let Some(mut client) = self.inner.peers.client(to, &addr) {
+                let _ = client
+                    .transfer_leader(berth_proto::raft_v1::TransferLeaderRequest { to })
+                    .await;
+            }
+            let leader = self.inner.raft.metrics().borrow().current_leader;
+            if let Some(leader) = leader.filter(|l| *l != self.inner.id) {
+                outcome = Ok(leader);
+                break;
+            }
+            tokio::time::sleep(self.inner.config.heartbeat).await;
+        }
+        raft.runtime_config().heartbeat(true);
+        raft.runtime_config().elect(true);
+        outcome
+    }
+
+    /// On the transfer target: campaign now.
+    pub(crate) async fn campaign(&self) {
+        let _ = self.inner.raft.trigger().elect().await;
+    }
+
+    /// The Raft handle, for this crate's service and tests.
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// A hash over every live key and value, to compare peers' key spaces.
+    pub fn key_space_hash(&self) -> Result<(i64, u64), StoreError> {
+        let view = self.inner.db.view();
+        let (revision, _) = mvcc::revisions(&view)?;
+        let mut hash = 0xcbf29ce484222325u64;
+        let mut feed = |bytes: &[u8]| {
+            for b in bytes {
+                hash = (hash ^ *b as u64).wrapping_mul(0x100000001b3);
+            }
+        };
+        let everything = RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() };
+        for kv in mvcc::range(&view, &everything)?.kvs {
+            feed(&kv.key);
+            feed(&kv.value);
+            feed(&kv.mod_revision.to_be_bytes());
+        }
+        Ok((revision, hash))
+    }
+
+    /// Bytes the store's data takes on disk.
+    pub fn disk_usage(&self) -> u64 {
+        self.inner.db.size()
+    }
+
+    pub fn watchers(&self) -> usize {
+        self.inner.hub.watchers()
+    }
+}
+
+enum Forwarded {
+    Done(Result<CommandResult, StoreError>),
+    Retry,
+}
+
+pub(crate) fn unavailable(why: &str) -> StoreError {
+    StoreError::Unavailable(why.to_string())
+}
+
+fn mismatched() -> StoreError {
+    StoreError::Internal("the applied result does not match the command".into())
+}
+
+/// Turns a deterministic refusal at apply time into the caller's error.
+fn refusal(command: &Command, result: &CommandResult) -> Result<(), StoreError> {
+    let lease = match &command.op {
+        Some(Op::Put(p)) => p.lease,
+        Some(Op::LeaseGrant(g)) => g.id,
+        Some(Op::LeaseRevoke(r)) => r.id,
+        _ => 0,
+    };
+    let compact = match &command.op {
+        Some(Op::Compaction(c)) => c.revision,
+        _ => 0,
+    };
+    match result.error() {
+        ApplyError::None => Ok(()),
+        ApplyError::LeaseNotFound => Err(StoreError::LeaseNotFound(lease)),
+        ApplyError::LeaseExists => Err(StoreError::LeaseExists(lease)),
+        ApplyError::Compacted => {
+            Err(StoreError::Compacted { requested: compact, compact_revision: 0 })
+        }
+        ApplyError::FutureRevision => {
+            Err(StoreError::FutureRevision { requested: compact, current: result.revision })
+        }
+        ApplyError::KeyNotFound => Err(StoreError::KeyNotFound),
+    }
+}
+
+fn check_put(request: &PutRequest) -> Result<(), StoreError> {
+    if request.key.is_empty() {
+        return Err(StoreError::InvalidArgument("key is not provided".into()));
+    }
+    if request.value.len() + request.key.len() > MAX_VALUE_BYTES {
+        return Err(StoreError::InvalidArgument(format!(
+            "request is too large: {} bytes (limit {MAX_VALUE_BYTES})",
+            request.value.len() + request.key.len()
+        )));
+    }
+    if request.ignore_value && !request.value.is_empty() {
+        return Err(StoreError::InvalidArgument("value is provided with ignore_value".into()));
+    }
+    if request.ignore_lease && request.lease != 0 {
+        return Err(StoreError::InvalidArgument("lease is provided with ignore_lease".into()));
+    }
+    Ok(())
+}
+
+/// Validates a transaction before it is proposed: sizes, operation count,
+/// and no key written twice (etcd's rule, so one revision has one value per
+/// key).
+fn check_txn(request: &TxnRequest, ops: &mut usize) -> Result<(), StoreError> {
+    for branch in [&request.success, &request.failure] {
+        *ops += branch.len();
+        if *ops > MAX_TXN_OPS {
+            return Err(StoreError::InvalidArgument(format!(
+                "too many operations in txn request (limit {MAX_TXN_OPS})"
+            )));
+        }
+        let mut written: Vec<KeyRange> = Vec::new();
+        let mut puts: HashSet<&[u8]> = HashSet::new();
+        for op in branch.iter() {
+            match &op.request {
+                Some(request_op::Request::RequestPut(p)) => {
+                    check_put(p)?;
+                    if !puts.insert(&p.key) || written.iter().any(|r| r.contains(&p.key)) {
+                        return Err(StoreError::InvalidArgument(
+                            "duplicate key given in txn request".into(),
+                        ));
+                    }
+                }
+                Some(request_op::Request::RequestDeleteRange(d)) => {
+                    let range = KeyRange::new(&d.key, &d.range_end);
+                    if puts.iter().any(|k| range.contains(k)) {
+                        return Err(StoreError::InvalidArgument(
+                            "duplicate key given in txn request".into(),
+                        ));
+                    }
+                    written.push(range);
+                }
+                Some(request_op::Request::RequestTxn(t)) => check_txn(t, ops)?,
+                Some(request_op::Request::RequestRange(r)) if r.key.is_empty() => {
+                    return Err(StoreError::InvalidArgument("key is not provided".into()));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_read_only(request: &TxnRequest) -> bool {
+    request.success.iter().chain(request.failure.iter()).all(|op| match &op.request {
+        Some(request_op::Request::RequestRange(_)) | None => true,
+        Some(request_op::Request::RequestTxn(t)) => is_read_only(t),
+        _ => false,
+    })
+}
+
+fn random_lease_id() -> i64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (hasher.finish() >> 1).max(1) as i64
+}
