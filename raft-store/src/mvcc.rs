@@ -18,7 +18,9 @@ use berth_proto::etcd::etcdserverpb::{
     ResponseOp, TxnRequest, TxnResponse,
 };
 use berth_proto::etcd::mvccpb::{event::EventType, Event, KeyValue};
-use berth_proto::raft_v1::{command::Op, command_result, ApplyError, Command, CommandResult};
+use berth_proto::raft_v1::{
+    command::Op, command_result, ApplyError, Command, CommandBatchResult, CommandResult,
+};
 use prost::Message;
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 use std::collections::BTreeMap;
@@ -324,46 +326,51 @@ pub(crate) fn lease_keys(db: &View, id: i64) -> Result<Vec<Vec<u8>>, StoreError>
     Ok(out)
 }
 
-/// One command's changes, staged over the stored state so that later
-/// operations of a transaction see earlier ones, then written as one batch.
+/// The changes of one log entry (a command, or a batch of them), staged over
+/// the stored state so that each command sees the ones before it, then
+/// written as one RocksDB batch together with the applied log id.
 pub(crate) struct Apply<'a> {
     db: &'a View<'a>,
     batch: WriteBatch,
     kv: BTreeMap<Vec<u8>, Option<KeyValue>>,
     leases: BTreeMap<i64, Option<LeaseRecord>>,
     lease_keys: BTreeMap<(i64, Vec<u8>), bool>,
-    /// The revision before this command, and the one its writes get.
-    base: i64,
+    /// The stored revision when this entry began.
+    initial: i64,
+    /// The revision after the commands applied so far.
+    revision: i64,
     compacted: i64,
+    /// Events of the command being applied.
     events: Vec<Event>,
+    /// Events of each revision this entry made, for watchers.
+    published: Vec<(i64, Vec<Event>)>,
 }
 
-/// The result of applying a command: what to answer, what to write, and the
-/// events watchers get.
-pub(crate) struct Applied {
-    pub result: CommandResult,
+/// What an entry's commands wrote, and the events watchers get.
+pub(crate) struct Staged {
     pub batch: WriteBatch,
-    pub revision: i64,
-    pub events: Vec<Event>,
+    pub published: Vec<(i64, Vec<Event>)>,
 }
 
 impl<'a> Apply<'a> {
     pub(crate) fn new(db: &'a View<'a>) -> Result<Apply<'a>, StoreError> {
-        let (base, compacted) = revisions(db)?;
+        let (revision, compacted) = revisions(db)?;
         Ok(Apply {
             db,
             batch: WriteBatch::default(),
             kv: BTreeMap::new(),
             leases: BTreeMap::new(),
             lease_keys: BTreeMap::new(),
-            base,
+            initial: revision,
+            revision,
             compacted,
             events: Vec::new(),
+            published: Vec::new(),
         })
     }
 
     fn next_rev(&self) -> i64 {
-        self.base + 1
+        self.revision + 1
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
@@ -378,6 +385,23 @@ impl<'a> Apply<'a> {
             Some(staged) => Ok(staged.clone()),
             None => lease(self.db, id),
         }
+    }
+
+    /// Keys attached to a lease: stored ones, with staged changes.
+    fn keys_of_lease(&self, id: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut keys: std::collections::BTreeSet<Vec<u8>> =
+            lease_keys(self.db, id)?.into_iter().collect();
+        for ((lease, key), attached) in self.lease_keys.range((id, Vec::new())..) {
+            if *lease != id {
+                break;
+            }
+            if *attached {
+                keys.insert(key.clone());
+            } else {
+                keys.remove(key);
+            }
+        }
+        Ok(keys.into_iter().collect())
     }
 
     /// Current values in a range: stored ones overlaid with staged writes.
@@ -403,12 +427,28 @@ impl<'a> Apply<'a> {
         Ok(merged.into_values().collect())
     }
 
-    /// Applies one command. Refusals that every peer reaches alike (unknown
-    /// lease, compacted revision) are results, not errors; errors mean the
-    /// store itself failed.
-    pub(crate) fn command(mut self, command: &Command) -> Result<Applied, StoreError> {
+    /// Applies one command; a batch applies each of its commands in turn,
+    /// each with its own revision and result. Refusals that every peer
+    /// reaches alike (unknown lease, compacted revision) are results and
+    /// change nothing; errors mean the store itself failed.
+    pub(crate) fn command(&mut self, command: &Command) -> Result<CommandResult, StoreError> {
+        if let Some(Op::Batch(batch)) = &command.op {
+            let mut results = Vec::with_capacity(batch.commands.len());
+            for command in &batch.commands {
+                results.push(self.command(command)?);
+            }
+            return Ok(CommandResult {
+                revision: self.revision,
+                result: Some(command_result::Result::Batch(CommandBatchResult { results })),
+                ..Default::default()
+            });
+        }
+        // Only a transaction can be refused after staging some of its
+        // writes; keep what to roll back to.
+        let saved = matches!(command.op, Some(Op::Txn(_)))
+            .then(|| (self.kv.clone(), self.leases.clone(), self.lease_keys.clone()));
         let outcome = match &command.op {
-            None => Ok(None),
+            None | Some(Op::Batch(_)) => Ok(None),
             Some(Op::Put(req)) => self.put(req).map(|r| Some(command_result::Result::Put(r))),
             Some(Op::DeleteRange(req)) => {
                 self.delete_range(req).map(|r| Some(command_result::Result::DeleteRange(r)))
@@ -429,39 +469,44 @@ impl<'a> Apply<'a> {
             Ok(r) => result.result = r,
             Err(Failure::Store(e)) => return Err(e),
             Err(Refused(e)) => {
-                // A refused command changes nothing.
+                if let Some((kv, leases, lease_keys)) = saved {
+                    (self.kv, self.leases, self.lease_keys) = (kv, leases, lease_keys);
+                }
+                self.events.clear();
                 result.set_error(e);
-                return Ok(Applied {
-                    result: CommandResult { revision: self.base, ..result },
-                    batch: WriteBatch::default(),
-                    revision: self.base,
-                    events: Vec::new(),
-                });
+                result.revision = self.revision;
+                return Ok(result);
             }
         }
-        let revision = if self.events.is_empty() { self.base } else { self.next_rev() };
-        result.revision = revision;
-        self.stage_writes(revision)?;
-        Ok(Applied { result, batch: self.batch, revision, events: self.events })
+        if !self.events.is_empty() {
+            self.revision += 1;
+            let events = std::mem::take(&mut self.events);
+            let db = self.db.db();
+            for (sub, event) in events.iter().enumerate() {
+                let kv = event.kv.as_ref().expect("every staged event carries its key-value");
+                db.put_in(
+                    &mut self.batch,
+                    CF_EVENTS,
+                    &keys::event(self.revision, sub as u32),
+                    event.encode_to_vec(),
+                );
+                db.put_in(
+                    &mut self.batch,
+                    CF_HISTORY,
+                    &keys::history(&kv.key, self.revision),
+                    kv.encode_to_vec(),
+                );
+            }
+            self.published.push((self.revision, events));
+        }
+        result.revision = self.revision;
+        Ok(result)
     }
 
-    fn stage_writes(&mut self, revision: i64) -> Result<(), StoreError> {
+    /// Stages the current values, leases and revisions; returns the batch to
+    /// write and the events to publish once it is written.
+    pub(crate) fn finish(mut self) -> Result<Staged, StoreError> {
         let db = self.db.db();
-        for (sub, event) in self.events.iter().enumerate() {
-            let kv = event.kv.as_ref().expect("every staged event carries its key-value");
-            db.put_in(
-                &mut self.batch,
-                CF_EVENTS,
-                &keys::event(revision, sub as u32),
-                event.encode_to_vec(),
-            );
-            db.put_in(
-                &mut self.batch,
-                CF_HISTORY,
-                &keys::history(&kv.key, revision),
-                kv.encode_to_vec(),
-            );
-        }
         for (key, staged) in &self.kv {
             match staged {
                 Some(kv) => db.put_in(&mut self.batch, CF_KV, key, kv.encode_to_vec()),
@@ -486,9 +531,9 @@ impl<'a> Apply<'a> {
                 db.delete_in(&mut self.batch, CF_LEASE_KEYS, &k);
             }
         }
-        db.put_in(&mut self.batch, CF_SM, SM_REVISION, keys::revision(revision));
+        db.put_in(&mut self.batch, CF_SM, SM_REVISION, keys::revision(self.revision));
         db.put_in(&mut self.batch, CF_SM, SM_COMPACTED, keys::revision(self.compacted));
-        Ok(())
+        Ok(Staged { batch: self.batch, published: self.published })
     }
 
     fn put(&mut self, req: &PutRequest) -> Result<PutResponse, Failure> {
@@ -638,40 +683,61 @@ impl<'a> Apply<'a> {
         Ok(ResponseOp { response })
     }
 
-    /// A range inside a transaction sees the transaction's own writes.
+    /// A range inside a transaction sees the entry's own earlier writes,
+    /// also when it names a revision made earlier in the same entry.
     fn txn_range(&self, req: &RangeRequest) -> Result<RangeResponse, Failure> {
-        if req.revision > 0 && req.revision != self.base {
-            if req.revision > self.base {
-                return Err(Refused(ApplyError::FutureRevision));
+        let keys = KeyRange::new(&req.key, &req.range_end);
+        let rev = if req.revision <= 0 { self.revision } else { req.revision };
+        if rev > self.revision {
+            return Err(Refused(ApplyError::FutureRevision));
+        }
+        if rev < self.compacted {
+            return Err(Refused(ApplyError::Compacted));
+        }
+        let kvs = if rev == self.revision {
+            self.current(&keys)?
+        } else if rev <= self.initial {
+            let whole = RangeRequest {
+                key: req.key.clone(),
+                range_end: req.range_end.clone(),
+                revision: rev,
+                ..Default::default()
+            };
+            range(self.db, &whole)?.kvs
+        } else {
+            // Start from the stored state and replay this entry's revisions.
+            let mut at: BTreeMap<Vec<u8>, KeyValue> =
+                self.db_current(&keys)?.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+            for (r, events) in self.published.iter().take_while(|(r, _)| *r <= rev) {
+                let _ = r;
+                for event in events {
+                    let Some(kv) = &event.kv else { continue };
+                    if !keys.contains(&kv.key) {
+                        continue;
+                    }
+                    if event.r#type == EventType::Put as i32 {
+                        at.insert(kv.key.clone(), kv.clone());
+                    } else {
+                        at.remove(&kv.key);
+                    }
+                }
             }
-            if req.revision < self.compacted {
-                return Err(Refused(ApplyError::Compacted));
-            }
-            return Ok(range(self.db, req)?);
-        }
-        let mut kvs = self.current(&KeyRange::new(&req.key, &req.range_end))?;
-        kvs.retain(|kv| {
-            (req.min_mod_revision <= 0 || kv.mod_revision >= req.min_mod_revision)
-                && (req.max_mod_revision <= 0 || kv.mod_revision <= req.max_mod_revision)
-                && (req.min_create_revision <= 0 || kv.create_revision >= req.min_create_revision)
-                && (req.max_create_revision <= 0 || kv.create_revision <= req.max_create_revision)
-        });
-        let count = kvs.len() as i64;
-        if req.count_only {
-            return Ok(RangeResponse { header: None, kvs: Vec::new(), more: false, count });
-        }
-        sort_kvs(&mut kvs, req.sort_target(), req.sort_order());
-        let limit = if req.limit > 0 { req.limit as usize } else { usize::MAX };
-        let more = kvs.len() > limit;
-        kvs.truncate(limit);
-        if req.keys_only {
-            kvs.iter_mut().for_each(|kv| kv.value.clear());
-        }
-        Ok(RangeResponse { header: None, kvs, more, count })
+            at.into_values().collect()
+        };
+        Ok(shape_range(req, kvs))
+    }
+
+    fn db_current(&self, range: &KeyRange) -> Result<Vec<KeyValue>, StoreError> {
+        let mut out = Vec::new();
+        scan_current(self.db, range, |kv| {
+            out.push(kv);
+            true
+        })?;
+        Ok(out)
     }
 
     fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse, Failure> {
-        if req.revision > self.base {
+        if req.revision > self.revision {
             return Err(Refused(ApplyError::FutureRevision));
         }
         if req.revision <= self.compacted {
@@ -682,7 +748,8 @@ impl<'a> Apply<'a> {
         let db = view.db();
         db.delete_range_in(&mut self.batch, CF_EVENTS, &keys::event(0, 0), &keys::event(upto, 0));
         // Keep, per key, the newest history entry at or below `upto` unless it
-        // is a deletion: reads at `upto` still need it.
+        // is a deletion: reads at `upto` still need it. (Entries staged by
+        // this same log entry are newer than anything compacted here.)
         let mut previous: Option<(Vec<u8>, Vec<u8>, bool)> = None;
         for item in view.iterator_cf(CF_HISTORY, IteratorMode::Start) {
             let (raw, value) = item.map_err(db_err)?;
@@ -693,10 +760,8 @@ impl<'a> Apply<'a> {
                 continue;
             }
             let dead = is_tombstone(&decode_kv(&value)?);
-            if let Some((prev_key, prev_raw, _)) = &previous {
-                if *prev_key == key {
-                    db.delete_in(&mut self.batch, CF_HISTORY, prev_raw);
-                } else if let Some((_, prev_raw, true)) = &previous {
+            if let Some((prev_key, prev_raw, prev_dead)) = &previous {
+                if *prev_key == key || *prev_dead {
                     db.delete_in(&mut self.batch, CF_HISTORY, prev_raw);
                 }
             }
@@ -723,7 +788,7 @@ impl<'a> Apply<'a> {
             return Err(Refused(ApplyError::LeaseNotFound));
         }
         let rev = self.next_rev();
-        for key in lease_keys(self.db, req.id)? {
+        for key in self.keys_of_lease(req.id)? {
             if let Some(kv) = self.get(&key)? {
                 if kv.lease == req.id {
                     self.delete_key(&kv, rev);
@@ -734,6 +799,30 @@ impl<'a> Apply<'a> {
         self.leases.insert(req.id, None);
         Ok(LeaseRevokeResponse { header: None })
     }
+}
+
+/// Filters, counts, sorts and limits a range's key-values as etcd does.
+fn shape_range(req: &RangeRequest, mut kvs: Vec<KeyValue>) -> RangeResponse {
+    kvs.retain(|kv| {
+        (req.min_mod_revision <= 0 || kv.mod_revision >= req.min_mod_revision)
+            && (req.max_mod_revision <= 0 || kv.mod_revision <= req.max_mod_revision)
+            && (req.min_create_revision <= 0 || kv.create_revision >= req.min_create_revision)
+            && (req.max_create_revision <= 0 || kv.create_revision <= req.max_create_revision)
+    });
+    let count = kvs.len() as i64;
+    if req.count_only {
+        return RangeResponse { header: None, kvs: Vec::new(), more: false, count };
+    }
+    if req.sort_order() != SortOrder::None {
+        sort_kvs(&mut kvs, req.sort_target(), req.sort_order());
+    }
+    let limit = if req.limit > 0 { req.limit as usize } else { usize::MAX };
+    let more = kvs.len() > limit;
+    kvs.truncate(limit);
+    if req.keys_only {
+        kvs.iter_mut().for_each(|kv| kv.value.clear());
+    }
+    RangeResponse { header: None, kvs, more, count }
 }
 
 /// Why applying a command stopped: refused alike on every peer, or the

@@ -91,26 +91,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let started = Instant::now();
             let log_id = entry.log_id;
             let (mut batch, result, published) = match &entry.payload {
-                EntryPayload::Blank => (WriteBatch::default(), Default::default(), None),
+                EntryPayload::Blank => (WriteBatch::default(), Default::default(), Vec::new()),
                 EntryPayload::Normal(proposal) => {
                     let view = self.db.latest();
-                    let applied =
-                        Apply::new(&view).and_then(|a| a.command(&proposal.0)).map_err(sm_err)?;
-                    let published =
-                        (!applied.events.is_empty()).then_some((applied.revision, applied.events));
-                    (applied.batch, applied.result, published)
+                    let mut apply = Apply::new(&view).map_err(sm_err)?;
+                    let result = apply.command(&proposal.0).map_err(sm_err)?;
+                    let staged = apply.finish().map_err(sm_err)?;
+                    (staged.batch, result, staged.published)
                 }
                 EntryPayload::Membership(membership) => {
                     let mut batch = WriteBatch::default();
                     let stored = StoredMembership::new(Some(log_id), membership.clone());
                     let bytes = postcard::to_allocvec(&stored).map_err(sm_err)?;
                     self.db.put_in(&mut batch, CF_SM, MEMBERSHIP, bytes);
-                    (batch, Default::default(), None)
+                    (batch, Default::default(), Vec::new())
                 }
             };
             stage_applied(&self.db, &mut batch, &log_id)?;
             self.db.write(batch).map_err(sm_err)?;
-            if let Some((revision, events)) = published {
+            for (revision, events) in published {
                 self.hub.publish(revision, events);
             }
             let mut result: berth_proto::raft_v1::CommandResult = result;

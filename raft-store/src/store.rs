@@ -30,6 +30,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// Values larger than this are refused (etcd's default request limit).
@@ -94,7 +95,18 @@ pub(crate) struct Inner {
     pub(crate) config: StoreConfig,
     stop: CancellationToken,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    proposals: mpsc::Sender<Pending>,
+    reads: mpsc::Sender<oneshot::Sender<Result<u64, String>>>,
 }
+
+/// A command waiting to be proposed, and where its result goes.
+type Pending = (Command, oneshot::Sender<Result<CommandResult, StoreError>>);
+
+/// Commands in one log entry at most.
+const MAX_BATCH: usize = 256;
+/// Entries proposed but not yet answered at once, so batching never waits on
+/// a single round trip.
+const IN_FLIGHT: usize = 4;
 
 /// Status of a peer, as etcd's Maintenance.Status reports it.
 #[derive(Clone, Debug, PartialEq)]
@@ -147,6 +159,8 @@ impl Store {
             .map_err(|e| StoreError::Internal(format!("raft: {e}")))?;
         let stop = CancellationToken::new();
         let lessor = Arc::new(Lessor::default());
+        let (proposals, pending) = mpsc::channel(MAX_BATCH * IN_FLIGHT);
+        let (reads, readers) = mpsc::channel(1024);
         let inner = Arc::new(Inner {
             id: config.id,
             cluster_id: cluster_hash(&config.cluster),
@@ -158,11 +172,15 @@ impl Store {
             config,
             stop,
             tasks: Default::default(),
+            proposals,
+            reads,
         });
         let store = Store { inner };
         let tasks = vec![
             crate::lease::spawn_expirer(store.clone()),
             crate::metrics::spawn_reporter(store.clone()),
+            spawn_proposer(store.clone(), pending),
+            spawn_reader(store.clone(), readers),
         ];
         *store.inner.tasks.lock().expect("task list lock is never poisoned") = tasks;
         Ok(store)
@@ -210,8 +228,23 @@ impl Store {
     // ---------------------------------------------------------------- writes
 
     /// Replicates a command through the leader and returns its result once
-    /// this peer has applied it.
+    /// this peer has applied it. Commands proposed at the same time share a
+    /// log entry (and so one fsync on each peer).
     pub(crate) async fn propose(&self, command: Command) -> Result<CommandResult, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .proposals
+            .send((command.clone(), tx))
+            .await
+            .map_err(|_| unavailable("the store is shutting down"))?;
+        let result = rx.await.map_err(|_| unavailable("the store is shutting down"))??;
+        refusal(&command, &result)?;
+        Ok(result)
+    }
+
+    /// Replicates one log entry through the leader and returns its result
+    /// once this peer has applied it.
+    async fn propose_entry(&self, command: Command) -> Result<CommandResult, StoreError> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.inner.config.request_timeout;
         let result = loop {
@@ -240,7 +273,6 @@ impl Store {
         metrics::histogram!("berth_store_proposal_seconds").record(started.elapsed().as_secs_f64());
         let result = result?;
         self.wait_applied(result.log_index, deadline).await?;
-        refusal(&command, &result)?;
         Ok(result)
     }
 
@@ -295,12 +327,26 @@ impl Store {
     }
 
     /// A linearizable read barrier: after it, this peer's state includes
-    /// every write acknowledged before it began.
+    /// every write acknowledged before it began. Concurrent readers share
+    /// one confirmation of leadership: each round starts after every reader
+    /// it answers has arrived.
     pub async fn read_barrier(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.reads.send(tx).await.map_err(|_| unavailable("the store is shutting down"))?;
+        let index = rx
+            .await
+            .map_err(|_| unavailable("the store is shutting down"))?
+            .map_err(StoreError::Unavailable)?;
         let deadline = tokio::time::Instant::now() + self.inner.config.request_timeout;
-        let index = loop {
+        self.wait_applied(index, deadline).await
+    }
+
+    /// One round: the leader's read index, asked of the leader wherever it is.
+    async fn read_index_round(&self) -> Result<u64, StoreError> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.request_timeout;
+        loop {
             match self.leader_read_index(deadline).await {
-                Ok(Some(index)) => break index,
+                Ok(Some(index)) => return Ok(index),
                 Ok(None) => {}
                 Err(e) => return Err(e),
             }
@@ -308,8 +354,7 @@ impl Store {
                 return Err(unavailable("no leader to confirm a linearizable read"));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        self.wait_applied(index, deadline).await
+        }
     }
 
     /// The read index from the leader (this peer or another); None when there
@@ -426,19 +471,19 @@ impl Store {
             self.read_barrier().await?;
             let db = self.inner.db.clone();
             let command = Command { op: Some(Op::Txn(request)) };
-            let applied = tokio::task::spawn_blocking(move || {
+            let result = tokio::task::spawn_blocking(move || {
                 let view = db.latest();
                 mvcc::Apply::new(&view)?.command(&command)
             })
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))??;
-            let command = Command::default();
-            refusal(&command, &applied.result)?;
-            let mut response = match applied.result.result {
+            refusal(&Command::default(), &result)?;
+            let revision = result.revision;
+            let mut response = match result.result {
                 Some(command_result::Result::Txn(r)) => r,
                 _ => return Err(mismatched()),
             };
-            response.header = Some(self.header(applied.revision));
+            response.header = Some(self.header(revision));
             return Ok(response);
         }
         let result = self.propose(Command { op: Some(Op::Txn(request)) }).await?;
@@ -714,6 +759,111 @@ impl Store {
 
     pub fn watchers(&self) -> usize {
         self.inner.hub.watchers()
+    }
+}
+
+/// Takes waiting commands in batches and proposes each batch as one entry.
+fn spawn_proposer(
+    store: Store,
+    mut pending: mpsc::Receiver<Pending>,
+) -> tokio::task::JoinHandle<()> {
+    let stop = store.stop_token();
+    tokio::spawn(async move {
+        let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+        let mut in_flight = tokio::task::JoinSet::new();
+        loop {
+            let first = tokio::select! {
+                _ = stop.cancelled() => break,
+                first = pending.recv() => match first { Some(p) => p, None => break },
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
+            };
+            let Ok(slot) = slots.clone().acquire_owned().await else { break };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match pending.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            let store = store.clone();
+            in_flight.spawn(async move {
+                propose_batch(&store, batch).await;
+                drop(slot);
+            });
+        }
+        in_flight.abort_all();
+    })
+}
+
+/// Answers waiting linearizable readers in rounds: all readers waiting when
+/// a round starts share its read index.
+fn spawn_reader(
+    store: Store,
+    mut readers: mpsc::Receiver<oneshot::Sender<Result<u64, String>>>,
+) -> tokio::task::JoinHandle<()> {
+    let stop = store.stop_token();
+    tokio::spawn(async move {
+        loop {
+            let first = tokio::select! {
+                _ = stop.cancelled() => return,
+                first = readers.recv() => match first { Some(r) => r, None => return },
+            };
+            let mut waiting = vec![first];
+            while let Ok(more) = readers.try_recv() {
+                waiting.push(more);
+            }
+            metrics::histogram!("berth_store_read_index_batch_readers")
+                .record(waiting.len() as f64);
+            let result = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = store.read_index_round() => r.map_err(|e| e.to_string()),
+            };
+            for reader in waiting {
+                let _ = reader.send(result.clone());
+            }
+        }
+    })
+}
+
+async fn propose_batch(store: &Store, batch: Vec<Pending>) {
+    metrics::histogram!("berth_store_proposal_batch_commands").record(batch.len() as f64);
+    let (commands, replies): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
+    if commands.len() == 1 {
+        let command = commands.into_iter().next().expect("one command");
+        let result = store.propose_entry(command).await;
+        if let Some(reply) = replies.into_iter().next() {
+            let _ = reply.send(result);
+        }
+        return;
+    }
+    let entry = Command { op: Some(Op::Batch(berth_proto::raft_v1::CommandBatch { commands })) };
+    match store.propose_entry(entry).await {
+        Ok(result) => {
+            let log_index = result.log_index;
+            let results = match result.result {
+                Some(command_result::Result::Batch(b)) => b.results,
+                _ => Vec::new(),
+            };
+            if results.len() != replies.len() {
+                for reply in replies {
+                    let _ = reply.send(Err(mismatched()));
+                }
+                return;
+            }
+            for (mut result, reply) in results.into_iter().zip(replies) {
+                result.log_index = log_index;
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(match &e {
+                    StoreError::Unavailable(_) => StoreError::Unavailable(message.clone()),
+                    _ => StoreError::Internal(message.clone()),
+                }));
+            }
+        }
     }
 }
 

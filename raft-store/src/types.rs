@@ -48,6 +48,7 @@ fn op_name(op: &berth_proto::raft_v1::command::Op) -> &'static str {
         Op::Compaction(_) => "compaction",
         Op::LeaseGrant(_) => "lease_grant",
         Op::LeaseRevoke(_) => "lease_revoke",
+        Op::Batch(_) => "batch",
     }
 }
 
