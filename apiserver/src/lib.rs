@@ -3,4 +3,10 @@
 //! Requests pass authentication, authorization and admission, then a
 //! registry with one strategy per resource turns them into raft-store
 //! transactions; front ends serve it as typed gRPC and as the Kubernetes REST
-//! API.
+//! API. Today a peer serves the replicated store (Raft peer service and the
+//! etcd v3 API) and its health and metrics endpoints; see [`serve`].
+
+mod health;
+mod peer;
+
+pub use peer::{serve, PeerConfig, ServeError};

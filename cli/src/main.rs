@@ -2,6 +2,7 @@
 //! subcommands, and so do the operator's verbs.
 
 mod manifests;
+mod server;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
@@ -22,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run an API-server peer (Raft-replicated store, gRPC and REST front ends)
-    Server(Pending),
+    Server(server::ServerArgs),
     /// Run a node agent (kubelet) that runs the pods bound to its node
     Agent(Pending),
     /// Run a scheduler replica (one leader at a time)
@@ -73,11 +74,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let name = match &cli.command {
         Command::Validate(args) => return manifests::validate(args),
+        Command::Server(args) => return server::run(args),
         Command::Completion { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "berth", &mut std::io::stdout());
             return ExitCode::SUCCESS;
         }
-        Command::Server(_) => "server",
         Command::Agent(_) => "agent",
         Command::Scheduler(_) => "scheduler",
         Command::ControllerManager(_) => "controller-manager",

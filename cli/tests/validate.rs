@@ -66,10 +66,7 @@ fn validate_reports_the_field_path_and_line() {
     let out = berth(&["validate", "-f", "-"], Some(manifest));
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(
-        err.contains("<stdin>: spec.containers[0].imagePullPolcy: unknown field"),
-        "{err}"
-    );
+    assert!(err.contains("<stdin>: spec.containers[0].imagePullPolcy: unknown field"), "{err}");
     assert!(err.contains("line 8"), "{err}");
 }
 
@@ -93,7 +90,7 @@ fn missing_file_is_a_clear_error() {
 
 #[test]
 fn subcommands_not_built_yet_say_so() {
-    let out = berth(&["server", "--id", "1"], None);
+    let out = berth(&["scheduler", "--leader-elect"], None);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not available in this build yet"));
 }

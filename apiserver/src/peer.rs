@@ -1,0 +1,104 @@
+//! One API-server peer: the store, its gRPC services and its HTTP endpoints,
+//! run until told to stop.
+
+use crate::health;
+use berth_raft_store::{etcd_services, peer_service, NodeId, Store, StoreConfig, StoreError};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How a peer is started.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    pub id: NodeId,
+    pub cluster: String,
+    pub data_dir: PathBuf,
+    /// gRPC: Raft between peers, the etcd v3 API, later the berth API.
+    pub listen: SocketAddr,
+    /// The address other peers and clients use for `listen`.
+    pub advertise: String,
+    /// HTTP: /livez, /readyz, /metrics.
+    pub http: SocketAddr,
+    /// The initial voters (id -> advertised address). On a first start the
+    /// peer with the lowest id creates the cluster with them.
+    pub initial_peers: BTreeMap<NodeId, String>,
+    pub heartbeat: Duration,
+    pub election_timeout: (Duration, Duration),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("gRPC server failed: {0}")]
+    Grpc(String),
+    #[error("peer {id} is not in the initial peer list {peers:?}")]
+    NotAPeer { id: NodeId, peers: Vec<NodeId> },
+}
+
+/// Runs the peer until `stop` is cancelled.
+pub async fn serve(config: PeerConfig, stop: CancellationToken) -> Result<(), ServeError> {
+    if !config.initial_peers.is_empty() && !config.initial_peers.contains_key(&config.id) {
+        return Err(ServeError::NotAPeer {
+            id: config.id,
+            peers: config.initial_peers.keys().copied().collect(),
+        });
+    }
+    let metrics = health::install_metrics();
+    let grpc_listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen { addr: config.listen, source })?;
+    let http_listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|source| ServeError::Listen { addr: config.http, source })?;
+
+    let mut store_config =
+        StoreConfig::new(config.id, &config.cluster, &config.data_dir, &config.advertise);
+    store_config.heartbeat = config.heartbeat;
+    store_config.election_timeout = config.election_timeout;
+    let store = Store::open(store_config).await?;
+
+    let etcd = etcd_services(store.clone());
+    let grpc = tonic::transport::Server::builder()
+        .add_service(peer_service(store.clone()))
+        .add_service(etcd.kv)
+        .add_service(etcd.watch)
+        .add_service(etcd.lease)
+        .add_service(etcd.cluster)
+        .add_service(etcd.maintenance)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            stop.clone().cancelled_owned(),
+        );
+    let http = health::serve(http_listener, store.clone(), metrics, stop.clone());
+
+    let bootstrap = bootstrap(store.clone(), &config, stop.clone());
+    tracing::info!(id = config.id, listen = %config.listen, http = %config.http, "peer serving");
+    let (grpc, _, _) = tokio::join!(grpc, http, bootstrap);
+    store.shutdown().await;
+    grpc.map_err(|e| ServeError::Grpc(e.to_string()))
+}
+
+/// On a first start, the lowest-numbered initial peer creates the cluster
+/// once the others can be reached; later starts find it initialized.
+async fn bootstrap(store: Store, config: &PeerConfig, stop: CancellationToken) {
+    let Some(first) = config.initial_peers.keys().next() else { return };
+    if *first != config.id {
+        return;
+    }
+    match store.initialize(config.initial_peers.clone()).await {
+        Ok(()) => tracing::info!(peers = ?config.initial_peers, "cluster initialized"),
+        // Already initialized: a restart, nothing to do.
+        Err(StoreError::InvalidArgument(reason)) => {
+            tracing::debug!(%reason, "cluster already initialized")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot initialize the cluster");
+            stop.cancel();
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! `berth server`: one API-server peer.
+
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// This peer's id (a positive integer, unique in the cluster)
+    #[arg(long)]
+    id: u64,
+    /// The cluster's name; a data directory of another cluster is refused
+    #[arg(long, default_value = "berth")]
+    cluster: String,
+    /// Initial peers as ID=HOST:PORT,... (their gRPC addresses); on a first
+    /// start the lowest id creates the cluster with them
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
+    /// gRPC address: Raft between peers and the etcd v3 API
+    #[arg(long, default_value = "127.0.0.1:2379")]
+    listen: SocketAddr,
+    /// Address others reach --listen at (default: --listen)
+    #[arg(long)]
+    advertise: Option<String>,
+    /// HTTP address for /livez, /readyz and /metrics
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Data directory (created if missing)
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Leader heartbeat interval in milliseconds
+    #[arg(long, default_value_t = 100)]
+    heartbeat_ms: u64,
+    /// Election timeout range in milliseconds, MIN-MAX
+    #[arg(long, default_value = "400-800")]
+    election_timeout_ms: String,
+}
+
+pub fn run(args: &ServerArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .init();
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: &ServerArgs) -> Result<()> {
+    let initial_peers = parse_peers(&args.peers)?;
+    let (min, max) = args
+        .election_timeout_ms
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)))
+        .context("--election-timeout-ms must look like 400-800")?;
+    if min >= max || min <= args.heartbeat_ms {
+        bail!(
+            "--election-timeout-ms {min}-{max} must be a range above --heartbeat-ms {}",
+            args.heartbeat_ms
+        );
+    }
+    let config = berth_apiserver::PeerConfig {
+        id: args.id,
+        cluster: args.cluster.clone(),
+        data_dir: args.data_dir.clone(),
+        listen: args.listen,
+        advertise: args.advertise.clone().unwrap_or_else(|| args.listen.to_string()),
+        http: args.http,
+        initial_peers,
+        heartbeat: Duration::from_millis(args.heartbeat_ms),
+        election_timeout: (Duration::from_millis(min), Duration::from_millis(max)),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    runtime.block_on(async {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler installs");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            on_signal.cancel();
+        });
+        berth_apiserver::serve(config, stop).await.context("peer stopped")
+    })
+}
+
+fn parse_peers(peers: &[String]) -> Result<BTreeMap<u64, String>> {
+    let mut out = BTreeMap::new();
+    for peer in peers {
+        let (id, addr) = peer
+            .split_once('=')
+            .with_context(|| format!("--peers entry {peer:?} is not ID=HOST:PORT"))?;
+        let id: u64 =
+            id.parse().with_context(|| format!("--peers entry {peer:?}: id is not a number"))?;
+        if id == 0 {
+            bail!("--peers entry {peer:?}: ids start at 1");
+        }
+        if out.insert(id, addr.to_string()).is_some() {
+            bail!("--peers names peer {id} twice");
+        }
+    }
+    Ok(out)
+}
