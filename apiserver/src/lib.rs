@@ -6,7 +6,11 @@
 //! API. Today a peer serves the replicated store (Raft peer service and the
 //! etcd v3 API) and its health and metrics endpoints; see [`serve`].
 
+mod error;
 mod health;
 mod peer;
+pub mod registry;
 
+pub use error::ApiError;
 pub use peer::{serve, PeerConfig, ServeError};
+pub use registry::Registry;

@@ -63,6 +63,7 @@ pub use generated::berth::meta::v1 as meta_v1;
 
 mod codec;
 mod int_or_string;
+pub mod labels;
 mod object;
 mod quantity;
 mod serde_support;

@@ -124,7 +124,7 @@ impl Watch for Facade {
                     Some(RequestUnion::CreateRequest(create)) => {
                         let id = if create.watch_id > 0 { create.watch_id } else { next_id };
                         next_id = next_id.max(id + 1);
-                        let (revision, _) = store.key_space_hash().unwrap_or((0, 0));
+                        let revision = store.revision();
                         if watchers.contains_key(&id) {
                             let _ = tx
                                 .send(Ok(pb::WatchResponse {
@@ -173,7 +173,7 @@ impl Watch for Facade {
                         if let Some(task) = watchers.remove(&cancel.watch_id) {
                             task.abort();
                             progress.remove(&cancel.watch_id);
-                            let (revision, _) = store.key_space_hash().unwrap_or((0, 0));
+                            let revision = store.revision();
                             let _ = tx
                                 .send(Ok(pb::WatchResponse {
                                     header: Some(store.header(revision)),
@@ -230,7 +230,7 @@ async fn forward(
                 ..Default::default()
             },
             Some(Err(e)) => pb::WatchResponse {
-                header: Some(store.header(0)),
+                header: Some(store.header_now()),
                 watch_id: id,
                 canceled: true,
                 cancel_reason: e.to_string(),
@@ -273,13 +273,13 @@ impl Lease for Facade {
             while let Some(Ok(message)) = incoming.next().await {
                 let reply = match store.lease_keep_alive(message.id).await {
                     Ok(ttl) => Ok(pb::LeaseKeepAliveResponse {
-                        header: Some(store.header(0)),
+                        header: Some(store.header_now()),
                         id: message.id,
                         ttl,
                     }),
                     // etcd answers an unknown lease with TTL 0: expired or revoked.
                     Err(StoreError::LeaseNotFound(_)) => Ok(pb::LeaseKeepAliveResponse {
-                        header: Some(store.header(0)),
+                        header: Some(store.header_now()),
                         id: message.id,
                         ttl: 0,
                     }),
@@ -302,7 +302,7 @@ impl Lease for Facade {
             Ok(response) => Ok(Response::new(response)),
             // etcd reports a missing lease as TTL -1 rather than an error.
             Err(StoreError::LeaseNotFound(_)) => Ok(Response::new(pb::LeaseTimeToLiveResponse {
-                header: Some(self.store.header(0)),
+                header: Some(self.store.header_now()),
                 id,
                 ttl: -1,
                 ..Default::default()
@@ -317,7 +317,7 @@ impl Lease for Facade {
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         let ids = self.store.lease_ids().await.map_err(status)?;
         Ok(Response::new(pb::LeaseLeasesResponse {
-            header: Some(self.store.header(0)),
+            header: Some(self.store.header_now()),
             leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),
         }))
     }
@@ -357,7 +357,7 @@ impl Cluster for Facade {
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
         self.store.remove_peer(r.get_ref().id).await.map_err(status)?;
         Ok(Response::new(pb::MemberRemoveResponse {
-            header: Some(self.store.header(0)),
+            header: Some(self.store.header_now()),
             members: self.members()?,
         }))
     }
@@ -374,7 +374,7 @@ impl Cluster for Facade {
         _: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         Ok(Response::new(pb::MemberListResponse {
-            header: Some(self.store.header(0)),
+            header: Some(self.store.header_now()),
             members: self.members()?,
         }))
     }
@@ -385,7 +385,7 @@ impl Cluster for Facade {
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
         self.store.promote(r.get_ref().id).await.map_err(status)?;
         Ok(Response::new(pb::MemberPromoteResponse {
-            header: Some(self.store.header(0)),
+            header: Some(self.store.header_now()),
             members: self.members()?,
         }))
     }
@@ -398,7 +398,7 @@ impl Maintenance for Facade {
         _: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         Ok(Response::new(pb::AlarmResponse {
-            header: Some(self.store.header(0)),
+            header: Some(self.store.header_now()),
             alarms: Vec::new(),
         }))
     }
@@ -470,6 +470,6 @@ impl Maintenance for Facade {
         r: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
         self.store.transfer_leader(r.get_ref().target_id).await.map_err(status)?;
-        Ok(Response::new(pb::MoveLeaderResponse { header: Some(self.store.header(0)) }))
+        Ok(Response::new(pb::MoveLeaderResponse { header: Some(self.store.header_now()) }))
     }
 }

@@ -752,6 +752,16 @@ impl Store {
         Ok((revision, hash))
     }
 
+    /// The revision this peer has applied.
+    pub fn revision(&self) -> i64 {
+        self.inner.hub.revision()
+    }
+
+    /// A response header at this peer's applied revision.
+    pub(crate) fn header_now(&self) -> ResponseHeader {
+        self.header(self.revision())
+    }
+
     /// Bytes the store's data takes on disk.
     pub fn disk_usage(&self) -> u64 {
         self.inner.db.size()

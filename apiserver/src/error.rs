@@ -1,0 +1,123 @@
+//! API errors in Kubernetes' terms: each maps to a Status with a reason and
+//! an HTTP code, and to a gRPC code.
+
+use berth_proto::meta_v1::{Status, StatusCause, StatusDetails};
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: String, name: String },
+    #[error("{kind} {name:?} already exists")]
+    AlreadyExists { kind: String, name: String },
+    /// The object changed since the caller read it; re-read and retry.
+    #[error("Operation cannot be fulfilled on {kind} {name:?}: {reason}")]
+    Conflict { kind: String, name: String, reason: String },
+    /// One cause per bad field, each naming the field path.
+    #[error("{kind} {name:?} is invalid: {}", causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join(", "))]
+    Invalid { kind: String, name: String, causes: Vec<StatusCause> },
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The resourceVersion asked for was compacted away: relist.
+    #[error("too old resource version: {requested} ({oldest})")]
+    Expired { requested: i64, oldest: i64 },
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("too many requests: {0}")]
+    TooManyRequests(String),
+    /// No quorum or no leader: retry on another peer or later.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::NotFound { .. } => "NotFound",
+            ApiError::AlreadyExists { .. } => "AlreadyExists",
+            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Invalid { .. } => "Invalid",
+            ApiError::BadRequest(_) => "BadRequest",
+            ApiError::Expired { .. } => "Expired",
+            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::TooManyRequests(_) => "TooManyRequests",
+            ApiError::Unavailable(_) => "ServiceUnavailable",
+            ApiError::Internal(_) => "InternalError",
+        }
+    }
+
+    pub fn http_code(&self) -> i32 {
+        match self {
+            ApiError::NotFound { .. } => 404,
+            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
+            ApiError::Invalid { .. } => 422,
+            ApiError::BadRequest(_) => 400,
+            ApiError::Expired { .. } => 410,
+            ApiError::Forbidden(_) => 403,
+            ApiError::TooManyRequests(_) => 429,
+            ApiError::Unavailable(_) => 503,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            ApiError::NotFound { .. } => tonic::Code::NotFound,
+            ApiError::AlreadyExists { .. } => tonic::Code::AlreadyExists,
+            ApiError::Conflict { .. } => tonic::Code::Aborted,
+            ApiError::Invalid { .. } | ApiError::BadRequest(_) => tonic::Code::InvalidArgument,
+            ApiError::Expired { .. } => tonic::Code::OutOfRange,
+            ApiError::Forbidden(_) => tonic::Code::PermissionDenied,
+            ApiError::TooManyRequests(_) => tonic::Code::ResourceExhausted,
+            ApiError::Unavailable(_) => tonic::Code::Unavailable,
+            ApiError::Internal(_) => tonic::Code::Internal,
+        }
+    }
+
+    /// The Kubernetes Status object for this error.
+    pub fn status(&self) -> Status {
+        let (kind, name, causes) = match self {
+            ApiError::NotFound { kind, name }
+            | ApiError::AlreadyExists { kind, name }
+            | ApiError::Conflict { kind, name, .. } => (kind.clone(), name.clone(), Vec::new()),
+            ApiError::Invalid { kind, name, causes } => {
+                (kind.clone(), name.clone(), causes.clone())
+            }
+            _ => (String::new(), String::new(), Vec::new()),
+        };
+        let details = (!kind.is_empty() || !causes.is_empty()).then(|| StatusDetails {
+            name,
+            kind,
+            causes,
+            ..Default::default()
+        });
+        Status {
+            api_version: "v1".into(),
+            kind: "Status".into(),
+            status: "Failure".into(),
+            message: self.to_string(),
+            reason: self.reason().into(),
+            details,
+            code: self.http_code(),
+            ..Default::default()
+        }
+    }
+}
+
+impl From<berth_raft_store::StoreError> for ApiError {
+    fn from(e: berth_raft_store::StoreError) -> Self {
+        use berth_raft_store::StoreError as S;
+        match e {
+            S::Unavailable(m) => ApiError::Unavailable(m),
+            S::Compacted { requested, compact_revision } => {
+                ApiError::Expired { requested, oldest: compact_revision }
+            }
+            S::FutureRevision { requested, current } => ApiError::Unavailable(format!(
+                "resource version {requested} is newer than this peer's {current}"
+            )),
+            S::InvalidArgument(m) => ApiError::BadRequest(m),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}

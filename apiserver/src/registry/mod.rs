@@ -1,0 +1,362 @@
+//! The registry: API objects stored in the replicated store under
+//! `/registry/<resource>/<namespace>/<name>`, as Kubernetes lays them out in
+//! etcd. The store's revision is every object's resourceVersion; creates,
+//! updates and deletes are transactions conditioned on it, so concurrent
+//! writers never clobber each other.
+
+mod list;
+mod watch;
+
+pub use list::{ListOptions, ListResult};
+pub use watch::{WatchEvent, WatchStream};
+
+use crate::error::ApiError;
+use berth_proto::etcd::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use berth_proto::etcd::etcdserverpb::{
+    request_op, response_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
+    TxnRequest,
+};
+use berth_proto::etcd::mvccpb::KeyValue as StoredValue;
+use berth_proto::{Resource, Time};
+use berth_raft_store::KeyValue;
+
+/// Where objects live in the store.
+pub fn key<T: Resource>(namespace: &str, name: &str) -> String {
+    if T::NAMESPACED {
+        format!("/registry/{}/{namespace}/{name}", T::PLURAL)
+    } else {
+        format!("/registry/{}/{name}", T::PLURAL)
+    }
+}
+
+/// The key prefix of a resource, or of its objects in one namespace.
+pub fn prefix<T: Resource>(namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) if T::NAMESPACED && !ns.is_empty() => format!("/registry/{}/{ns}/", T::PLURAL),
+        _ => format!("/registry/{}/", T::PLURAL),
+    }
+}
+
+/// Decodes a stored object and sets its resourceVersion from the store.
+pub(crate) fn decode<T: Resource>(kv: &StoredValue) -> Result<T, ApiError> {
+    let mut object = T::decode(kv.value.as_slice()).map_err(|e| {
+        ApiError::Internal(format!(
+            "undecodable {} at {}: {e}",
+            T::KIND,
+            String::from_utf8_lossy(&kv.key)
+        ))
+    })?;
+    object.metadata_mut().resource_version = kv.mod_revision.to_string();
+    object.set_type_meta();
+    Ok(object)
+}
+
+/// Encodes an object for the store; its resourceVersion is not stored (the
+/// revision is the truth).
+fn encode<T: Resource>(object: &T) -> Vec<u8> {
+    let mut stored = object.clone();
+    stored.metadata_mut().resource_version.clear();
+    stored.set_type_meta();
+    stored.encode_to_vec()
+}
+
+fn parse_resource_version(rv: &str) -> Result<i64, ApiError> {
+    rv.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "invalid resourceVersion {rv:?}: must be a non-negative integer"
+        ))
+    })
+}
+
+fn compare_mod(key: &str, revision: i64) -> Compare {
+    Compare {
+        result: CompareResult::Equal as i32,
+        target: CompareTarget::Mod as i32,
+        key: key.as_bytes().to_vec(),
+        target_union: Some(TargetUnion::ModRevision(revision)),
+        ..Default::default()
+    }
+}
+
+fn get_op(key: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// API objects over a key-value store.
+#[derive(Clone)]
+pub struct Registry<S> {
+    store: S,
+}
+
+impl<S: KeyValue + Clone + 'static> Registry<S> {
+    pub fn new(store: S) -> Self {
+        Registry { store }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Stores a new object: uid, creationTimestamp and generation 1 are set
+    /// here, a name is generated from generateName when none is given, and
+    /// the returned object carries its resourceVersion.
+    pub async fn create<T: Resource>(&self, mut object: T) -> Result<T, ApiError> {
+        object.set_type_meta();
+        let generated =
+            object.metadata().name.is_empty() && !object.metadata().generate_name.is_empty();
+        // A generated name that happens to exist is retried with a new suffix.
+        for _ in 0..8 {
+            let meta = object.metadata_mut();
+            if generated {
+                meta.name = format!("{}{}", meta.generate_name, random_suffix());
+            }
+            if meta.name.is_empty() {
+                return Err(invalid::<T>("", "metadata.name", "name or generateName is required"));
+            }
+            meta.uid = new_uid();
+            meta.creation_timestamp = Some(Time::now());
+            meta.generation = 1;
+            meta.resource_version.clear();
+            let (namespace, name) = (meta.namespace.clone(), meta.name.clone());
+            let key = key::<T>(&namespace, &name);
+            let put = RequestOp {
+                request: Some(request_op::Request::RequestPut(PutRequest {
+                    key: key.clone().into_bytes(),
+                    value: encode(&object),
+                    ..Default::default()
+                })),
+            };
+            let absent = Compare {
+                result: CompareResult::Equal as i32,
+                target: CompareTarget::Create as i32,
+                key: key.clone().into_bytes(),
+                target_union: Some(TargetUnion::CreateRevision(0)),
+                ..Default::default()
+            };
+            let txn = TxnRequest { compare: vec![absent], success: vec![put], failure: vec![] };
+            let response = self.store.txn(txn).await?;
+            if response.succeeded {
+                let revision = response.header.map_or(0, |h| h.revision);
+                object.metadata_mut().resource_version = revision.to_string();
+                return Ok(object);
+            }
+            if !generated {
+                return Err(ApiError::AlreadyExists { kind: T::PLURAL.into(), name });
+            }
+        }
+        Err(ApiError::AlreadyExists {
+            kind: T::PLURAL.into(),
+            name: object.metadata().generate_name.clone(),
+        })
+    }
+
+    /// Reads one object. `resource_version` empty = linearizable; "0" =
+    /// this peer's state, whatever it is.
+    pub async fn get<T: Resource>(
+        &self,
+        namespace: &str,
+        name: &str,
+        resource_version: &str,
+    ) -> Result<T, ApiError> {
+        let key = key::<T>(namespace, name);
+        let request = RangeRequest {
+            key: key.into_bytes(),
+            serializable: resource_version == "0",
+            ..Default::default()
+        };
+        let response = self.store.range(request).await?;
+        match response.kvs.first() {
+            Some(kv) => decode(kv),
+            None => Err(ApiError::NotFound { kind: T::PLURAL.into(), name: name.into() }),
+        }
+    }
+
+    /// Replaces an object if it has not changed since `metadata.resourceVersion`.
+    /// `mutate` sees the stored object and the new one and may refuse or
+    /// adjust (immutable fields, generation, status preserved).
+    pub async fn update<T: Resource>(
+        &self,
+        mut object: T,
+        mutate: impl FnOnce(&T, &mut T) -> Result<(), ApiError>,
+    ) -> Result<T, ApiError> {
+        object.set_type_meta();
+        let (namespace, name) =
+            (object.metadata().namespace.clone(), object.metadata().name.clone());
+        let key = key::<T>(&namespace, &name);
+        let current: T = self.get(&namespace, &name, "").await?;
+        let expected = match object.metadata().resource_version.as_str() {
+            "" => {
+                return Err(invalid::<T>(
+                    &name,
+                    "metadata.resourceVersion",
+                    "must be specified for an update",
+                ))
+            }
+            rv => parse_resource_version(rv)?,
+        };
+        let current_rv = parse_resource_version(&current.metadata().resource_version)?;
+        if expected != current_rv {
+            return Err(conflict::<T>(&name));
+        }
+        // Identity fields are the store's, not the caller's.
+        {
+            let (from, to) = (current.metadata(), object.metadata_mut());
+            to.uid = from.uid.clone();
+            to.creation_timestamp = from.creation_timestamp;
+            to.generation = from.generation;
+            if to.deletion_timestamp.is_none() {
+                to.deletion_timestamp = from.deletion_timestamp;
+                to.deletion_grace_period_seconds = from.deletion_grace_period_seconds;
+            }
+        }
+        mutate(&current, &mut object)?;
+        if encode(&object) == encode(&current) {
+            // Nothing changed: Kubernetes answers with the object as it is.
+            return Ok(current);
+        }
+        let put = RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key: key.clone().into_bytes(),
+                value: encode(&object),
+                ..Default::default()
+            })),
+        };
+        let txn = TxnRequest {
+            compare: vec![compare_mod(&key, expected)],
+            success: vec![put],
+            failure: vec![get_op(&key)],
+        };
+        let response = self.store.txn(txn).await?;
+        if !response.succeeded {
+            return Err(missing_or_conflict::<T>(&name, &response.responses));
+        }
+        let revision = response.header.map_or(0, |h| h.revision);
+        object.metadata_mut().resource_version = revision.to_string();
+        Ok(object)
+    }
+
+    /// Removes an object, if `precondition_rv` (when given) still matches.
+    /// Returns the object as it was.
+    pub async fn remove<T: Resource>(
+        &self,
+        namespace: &str,
+        name: &str,
+        precondition_rv: Option<&str>,
+    ) -> Result<T, ApiError> {
+        let key = key::<T>(namespace, name);
+        let expected = match precondition_rv {
+            Some(rv) => parse_resource_version(rv)?,
+            None => {
+                let current: T = self.get(namespace, name, "").await?;
+                parse_resource_version(&current.metadata().resource_version)?
+            }
+        };
+        let delete = RequestOp {
+            request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+                key: key.clone().into_bytes(),
+                prev_kv: true,
+                ..Default::default()
+            })),
+        };
+        let txn = TxnRequest {
+            compare: vec![compare_mod(&key, expected)],
+            success: vec![delete],
+            failure: vec![get_op(&key)],
+        };
+        let response = self.store.txn(txn).await?;
+        if !response.succeeded {
+            return Err(missing_or_conflict::<T>(name, &response.responses));
+        }
+        let deleted = response.responses.first().and_then(|r| match &r.response {
+            Some(response_op::Response::ResponseDeleteRange(d)) => d.prev_kvs.first().cloned(),
+            _ => None,
+        });
+        match deleted {
+            Some(kv) => {
+                let mut object: T = decode(&kv)?;
+                object.metadata_mut().resource_version =
+                    response.header.map_or(0, |h| h.revision).to_string();
+                Ok(object)
+            }
+            None => Err(ApiError::NotFound { kind: T::PLURAL.into(), name: name.into() }),
+        }
+    }
+}
+
+fn missing_or_conflict<T: Resource>(
+    name: &str,
+    responses: &[berth_proto::etcd::etcdserverpb::ResponseOp],
+) -> ApiError {
+    let exists = responses.first().is_some_and(|r| match &r.response {
+        Some(response_op::Response::ResponseRange(range)) => !range.kvs.is_empty(),
+        _ => false,
+    });
+    if exists {
+        conflict::<T>(name)
+    } else {
+        ApiError::NotFound { kind: T::PLURAL.into(), name: name.into() }
+    }
+}
+
+fn conflict<T: Resource>(name: &str) -> ApiError {
+    ApiError::Conflict {
+        kind: T::PLURAL.into(),
+        name: name.into(),
+        reason: "the object has been modified; please apply your changes to the latest version and try again".into(),
+    }
+}
+
+pub(crate) fn invalid<T: Resource>(name: &str, field: &str, message: &str) -> ApiError {
+    ApiError::Invalid {
+        kind: T::KIND.into(),
+        name: name.into(),
+        causes: vec![berth_proto::meta_v1::StatusCause {
+            reason: "FieldValueInvalid".into(),
+            message: message.into(),
+            field: field.into(),
+        }],
+    }
+}
+
+/// A random version-4 UUID.
+pub(crate) fn new_uid() -> String {
+    let a = random_u64();
+    let b = random_u64();
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&a.to_le_bytes());
+    bytes[8..].copy_from_slice(&b.to_le_bytes());
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+/// Five characters from Kubernetes' alphabet for generated names (no
+/// vowels, no look-alikes).
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut n = random_u64();
+    (0..5)
+        .map(|_| {
+            let c = ALPHABET[(n % ALPHABET.len() as u64) as usize] as char;
+            n /= ALPHABET.len() as u64;
+            c
+        })
+        .collect()
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
