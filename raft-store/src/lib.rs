@@ -8,6 +8,9 @@
 //! compaction. The API server calls it in-process through [`KeyValue`];
 //! [`etcd_services`] serves the same operations as etcd's v3 gRPC API.
 //!
+//! [`linearizability`] checks recorded histories of operations on the store
+//! (used by its tests and by `berth chaos`).
+//!
 //! openraft is used at 0.9.25 with storage-v2 (the stable line). 0.9 has no
 //! leadership-transfer call; [`Store::transfer_leader`] pauses the leader's
 //! heartbeats and has the target campaign instead.
@@ -21,6 +24,7 @@ mod error;
 mod etcd;
 mod keys;
 mod lease;
+pub mod linearizability;
 mod log_store;
 mod metrics;
 mod mvcc;

@@ -67,8 +67,14 @@ async fn leader_killed_during_writes_loses_no_acknowledged_write() {
     cluster.stop(old).await;
     let new = cluster.wait_for_leader(Some(old)).await;
     let elected_in = killed_at.elapsed();
-    // Two election timeouts (400 ms max each here), plus detection slack.
-    assert!(elected_in < Duration::from_millis(2000), "new leader {new} took {elected_in:?}");
+    println!("new leader {new} elected {elected_in:?} after the old one was killed");
+    // Within two election timeouts (400 ms at most each here); the figure
+    // also holds stopping the old peer and polling for agreement, hence the
+    // slack of a few heartbeats.
+    assert!(
+        elected_in < Duration::from_millis(2 * 400 + 150),
+        "new leader {new} took {elected_in:?}"
+    );
     let after = acked.lock().unwrap().len();
     let deadline = Instant::now() + Duration::from_secs(10);
     while acked.lock().unwrap().len() < after + 50 {
