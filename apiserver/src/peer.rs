@@ -71,7 +71,8 @@ pub async fn serve(config: PeerConfig, stop: CancellationToken) -> Result<(), Se
         .add_service(etcd.cluster)
         .add_service(etcd.maintenance)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            // Small replies must not wait for delayed ACKs.
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             stop.clone().cancelled_owned(),
         );
     let http = health::serve(http_listener, store.clone(), metrics, stop.clone());

@@ -19,6 +19,7 @@ pub(crate) fn spawn_reporter(store: Store) -> tokio::task::JoinHandle<()> {
                 .set(m.last_log_index.unwrap_or(0) as f64);
             metrics::gauge!("berth_store_raft_applied_index")
                 .set(m.last_applied.map_or(0, |l| l.index) as f64);
+            metrics::gauge!("berth_store_raft_committed_index").set(store.committed_index() as f64);
             metrics::gauge!("berth_store_raft_is_leader")
                 .set(f64::from(m.current_leader == Some(m.id)));
             if m.current_leader != last_leader {

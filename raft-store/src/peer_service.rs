@@ -5,7 +5,7 @@
 use crate::error::StoreError;
 use crate::network::{decode, encode};
 use crate::store::Store;
-use crate::types::{NodeId, Proposal, TypeConfig};
+use crate::types::{NodeId, TypeConfig};
 use berth_proto::etcd::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
@@ -14,7 +14,6 @@ use berth_proto::raft_v1::{
     Command, CommandResult, RaftPayload, ReadIndexRequest, ReadIndexResponse,
     TransferLeaderRequest, TransferLeaderResponse,
 };
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tonic::{Request, Response, Status};
 
@@ -81,14 +80,12 @@ impl RaftService for PeerService {
     }
 
     async fn propose(&self, request: Request<Command>) -> Result<Response<CommandResult>, Status> {
-        match self.store.raft().client_write(Proposal(request.into_inner())).await {
-            Ok(response) => Ok(Response::new(response.data.0)),
-            // Not proposed at all: the caller may safely retry elsewhere.
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(Status::failed_precondition("not the leader"))
-            }
-            Err(e) => Err(Status::unavailable(e.to_string())),
+        // Not proposed at all: the caller may safely retry elsewhere.
+        if !self.store.is_leader() {
+            return Err(Status::failed_precondition("not the leader"));
         }
+        // Forwarded batches join this leader's own, sharing its fsyncs.
+        self.store.enqueue(request.into_inner()).await.map(Response::new).map_err(to_status)
     }
 
     async fn read_index(

@@ -106,7 +106,7 @@ type Pending = (Command, oneshot::Sender<Result<CommandResult, StoreError>>);
 const MAX_BATCH: usize = 256;
 /// Entries proposed but not yet answered at once, so batching never waits on
 /// a single round trip.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 1;
 
 /// Status of a peer, as etcd's Maintenance.Status reports it.
 #[derive(Clone, Debug, PartialEq)]
@@ -231,15 +231,20 @@ impl Store {
     /// this peer has applied it. Commands proposed at the same time share a
     /// log entry (and so one fsync on each peer).
     pub(crate) async fn propose(&self, command: Command) -> Result<CommandResult, StoreError> {
+        let result = self.enqueue(command.clone()).await?;
+        refusal(&command, &result)?;
+        Ok(result)
+    }
+
+    /// Queues a command for the next batch; returns its raw result.
+    pub(crate) async fn enqueue(&self, command: Command) -> Result<CommandResult, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.inner
             .proposals
-            .send((command.clone(), tx))
+            .send((command, tx))
             .await
             .map_err(|_| unavailable("the store is shutting down"))?;
-        let result = rx.await.map_err(|_| unavailable("the store is shutting down"))??;
-        refusal(&command, &result)?;
-        Ok(result)
+        rx.await.map_err(|_| unavailable("the store is shutting down"))?
     }
 
     /// Replicates one log entry through the leader and returns its result
@@ -597,7 +602,7 @@ impl Store {
         })
     }
 
-    fn committed_index(&self) -> u64 {
+    pub(crate) fn committed_index(&self) -> u64 {
         // openraft reports what was replicated to a quorum as the leader's
         // last log; followers know the commit index from heartbeats.
         let m = self.inner.raft.metrics().borrow().clone();

@@ -200,7 +200,9 @@ impl Peer {
             .add_service(etcd.lease)
             .add_service(etcd.cluster)
             .add_service(etcd.maintenance);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Small replies must not wait for delayed ACKs.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let token = stop.clone();
         self.server = Some(tokio::spawn(async move {
             let _ = router.serve_with_incoming_shutdown(incoming, token.cancelled()).await;

@@ -183,7 +183,9 @@ fn run_peer(args: &[String]) -> Result<()> {
             .add_service(etcd.lease)
             .add_service(etcd.cluster)
             .add_service(etcd.maintenance)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            );
         if id == 1 {
             // Others may not listen yet; initialize once the server runs.
             let store = store.clone();
