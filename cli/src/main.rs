@@ -32,8 +32,10 @@ enum Command {
     ControllerManager(Pending),
     /// Start a local highly available cluster on this machine
     Up(Pending),
-    /// Run OCI containers from bundles (runc-compatible command line)
-    Runtime(Pending),
+    /// Run OCI containers from bundles (runc-compatible: create, start, state,
+    /// kill, delete, run, exec; --root, --bundle, --pid-file)
+    #[command(disable_help_flag = true)]
+    Runtime(RuntimeArgs),
     /// Run a device plugin (sample or nvidia)
     DevicePlugin(Pending),
     /// Partition and crash a real multi-peer cluster and check its histories
@@ -63,6 +65,13 @@ enum Command {
     },
 }
 
+/// The runtime's own command line, parsed by the executor (as runc's is).
+#[derive(clap::Args)]
+struct RuntimeArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
 /// Arguments of a subcommand that this build does not provide yet.
 #[derive(clap::Args)]
 struct Pending {
@@ -75,6 +84,12 @@ fn main() -> ExitCode {
     let name = match &cli.command {
         Command::Validate(args) => return manifests::validate(args),
         Command::Server(args) => return server::run(args),
+        Command::Runtime(args) => {
+            let mut argv = vec!["berth runtime".to_string()];
+            argv.extend(args.args.iter().cloned());
+            let code = berth_kubelet::executor::runtime_main(argv);
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
         Command::Completion { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "berth", &mut std::io::stdout());
             return ExitCode::SUCCESS;
@@ -83,7 +98,6 @@ fn main() -> ExitCode {
         Command::Scheduler(_) => "scheduler",
         Command::ControllerManager(_) => "controller-manager",
         Command::Up(_) => "up",
-        Command::Runtime(_) => "runtime",
         Command::DevicePlugin(_) => "device-plugin",
         Command::Chaos(_) => "chaos",
         Command::Get(_) => "get",

@@ -4,3 +4,5 @@
 //! runtime service turns CRI calls into OCI runtime specs run by the executor
 //! (namespaces, cgroups) on images from the image store, wires pods up with
 //! CNI plugins, and hosts device plugins.
+
+pub mod executor;
