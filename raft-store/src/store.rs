@@ -26,12 +26,26 @@ use berth_proto::raft_v1::{command::Op, command_result, ApplyError, Command, Com
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+
+/// Proposes a command, takes its result of the given kind and stamps the
+/// response header with the revision the command produced.
+macro_rules! replicate {
+    ($store:expr, $op:expr, $kind:ident) => {{
+        let result = $store.propose(Command { op: Some($op) }).await?;
+        match result.result {
+            Some(command_result::Result::$kind(mut response)) => {
+                response.header = Some($store.header(result.revision));
+                Ok(response)
+            }
+            _ => Err(mismatched()),
+        }
+    }};
+}
 
 /// Values larger than this are refused (etcd's default request limit).
 pub const MAX_VALUE_BYTES: usize = 1536 * 1024;
@@ -441,13 +455,7 @@ impl Store {
 
     pub async fn put(&self, request: PutRequest) -> Result<PutResponse, StoreError> {
         check_put(&request)?;
-        let result = self.propose(Command { op: Some(Op::Put(request)) }).await?;
-        let mut response = match result.result {
-            Some(command_result::Result::Put(r)) => r,
-            _ => return Err(mismatched()),
-        };
-        response.header = Some(self.header(result.revision));
-        Ok(response)
+        replicate!(self, Op::Put(request), Put)
     }
 
     pub async fn delete_range(
@@ -457,13 +465,7 @@ impl Store {
         if request.key.is_empty() {
             return Err(StoreError::InvalidArgument("key is not provided".into()));
         }
-        let result = self.propose(Command { op: Some(Op::DeleteRange(request)) }).await?;
-        let mut response = match result.result {
-            Some(command_result::Result::DeleteRange(r)) => r,
-            _ => return Err(mismatched()),
-        };
-        response.header = Some(self.header(result.revision));
-        Ok(response)
+        replicate!(self, Op::DeleteRange(request), DeleteRange)
     }
 
     /// Compare-and-swap and friends: compares, then one list of operations
@@ -491,27 +493,14 @@ impl Store {
             response.header = Some(self.header(revision));
             return Ok(response);
         }
-        let result = self.propose(Command { op: Some(Op::Txn(request)) }).await?;
-        let mut response = match result.result {
-            Some(command_result::Result::Txn(r)) => r,
-            _ => return Err(mismatched()),
-        };
-        response.header = Some(self.header(result.revision));
-        Ok(response)
+        replicate!(self, Op::Txn(request), Txn)
     }
 
     pub async fn compact(
         &self,
         request: CompactionRequest,
     ) -> Result<CompactionResponse, StoreError> {
-        let revision = request.revision;
-        let result = self.propose(Command { op: Some(Op::Compaction(request)) }).await?;
-        let mut response = match result.result {
-            Some(command_result::Result::Compaction(r)) => r,
-            _ => return Err(mismatched()),
-        };
-        response.header = Some(self.header(result.revision.max(revision)));
-        Ok(response)
+        replicate!(self, Op::Compaction(request), Compaction)
     }
 
     /// Watches a key or range from a revision; see `Watch`.
@@ -536,15 +525,9 @@ impl Store {
             )));
         }
         if request.id == 0 {
-            request.id = random_lease_id();
+            request.id = random_lease_id()?;
         }
-        let result = self.propose(Command { op: Some(Op::LeaseGrant(request)) }).await?;
-        let mut response = match result.result {
-            Some(command_result::Result::LeaseGrant(r)) => r,
-            _ => return Err(mismatched()),
-        };
-        response.header = Some(self.header(result.revision));
-        Ok(response)
+        replicate!(self, Op::LeaseGrant(request), LeaseGrant)
     }
 
     /// Revokes a lease; every key attached to it is deleted in one revision.
@@ -552,13 +535,7 @@ impl Store {
         &self,
         request: LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, StoreError> {
-        let result = self.propose(Command { op: Some(Op::LeaseRevoke(request)) }).await?;
-        let mut response = match result.result {
-            Some(command_result::Result::LeaseRevoke(r)) => r,
-            _ => return Err(mismatched()),
-        };
-        response.header = Some(self.header(result.revision));
-        Ok(response)
+        replicate!(self, Op::LeaseRevoke(request), LeaseRevoke)
     }
 
     /// Renews a lease on the leader; returns its TTL.
@@ -991,12 +968,9 @@ fn is_read_only(request: &TxnRequest) -> bool {
     })
 }
 
-fn random_lease_id() -> i64 {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    (hasher.finish() >> 1).max(1) as i64
+/// A random positive lease id from the operating system's generator.
+fn random_lease_id() -> Result<i64, StoreError> {
+    let n = getrandom::u64()
+        .map_err(|e| StoreError::Internal(format!("no randomness for a lease id: {e}")))?;
+    Ok((n >> 1).max(1) as i64)
 }

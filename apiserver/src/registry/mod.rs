@@ -113,12 +113,12 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
         for _ in 0..8 {
             let meta = object.metadata_mut();
             if generated {
-                meta.name = format!("{}{}", meta.generate_name, random_suffix());
+                meta.name = format!("{}{}", meta.generate_name, random_suffix()?);
             }
             if meta.name.is_empty() {
                 return Err(invalid::<T>("", "metadata.name", "name or generateName is required"));
             }
-            meta.uid = new_uid();
+            meta.uid = new_uid()?;
             meta.creation_timestamp = Some(Time::now());
             meta.generation = 1;
             meta.resource_version.clear();
@@ -324,39 +324,27 @@ pub(crate) fn invalid<T: Resource>(name: &str, field: &str, message: &str) -> Ap
 }
 
 /// A random version-4 UUID.
-pub(crate) fn new_uid() -> String {
-    let a = random_u64();
-    let b = random_u64();
+pub(crate) fn new_uid() -> Result<String, ApiError> {
     let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&a.to_le_bytes());
-    bytes[8..].copy_from_slice(&b.to_le_bytes());
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ApiError::Internal(format!("no randomness for a uid: {e}")))?;
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+    Ok(format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]))
 }
 
 /// Five characters from Kubernetes' alphabet for generated names (no
 /// vowels, no look-alikes).
-fn random_suffix() -> String {
+fn random_suffix() -> Result<String, ApiError> {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut n = random_u64();
-    (0..5)
+    let mut n = getrandom::u64()
+        .map_err(|e| ApiError::Internal(format!("no randomness for a name: {e}")))?;
+    Ok((0..5)
         .map(|_| {
             let c = ALPHABET[(n % ALPHABET.len() as u64) as usize] as char;
             n /= ALPHABET.len() as u64;
             c
         })
-        .collect()
-}
-
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish()
+        .collect())
 }
