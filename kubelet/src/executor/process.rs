@@ -225,7 +225,18 @@ pub(crate) fn exec_process(process: &Process, stdio: &ChildStdio) -> Step<Infall
         None,
     )
     .ctx(|| "reset signal mask".into())?;
-    let err = nix::unistd::execve(&c_path, &c_args, &c_env).unwrap_err();
+    // A program that some process still holds open for writing (a copy
+    // racing a fork elsewhere, whose child inherited the descriptor) fails
+    // with ETXTBSY until that descriptor closes, which takes moments.
+    let mut attempts = 0;
+    let err = loop {
+        let err = nix::unistd::execve(&c_path, &c_args, &c_env).unwrap_err();
+        if err != nix::errno::Errno::ETXTBSY || attempts == 200 {
+            break err;
+        }
+        attempts += 1;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
     Err(format!("exec {program}: {err}"))
 }
 
