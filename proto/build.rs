@@ -16,6 +16,7 @@ const PROTOS: &[&str] = &[
     "berth/apps/v1/apps.proto",
     "berth/coordination/v1/coordination.proto",
     "berth/raft/v1/raft.proto",
+    "berth/api/v1/api.proto",
     "etcd/mvccpb/kv.proto",
     "etcd/etcdserverpb/rpc.proto",
 ];

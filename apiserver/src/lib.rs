@@ -6,6 +6,7 @@
 //! API. Today a peer serves the replicated store (Raft peer service and the
 //! etcd v3 API) and its health and metrics endpoints; see [`serve`].
 
+pub mod api;
 mod error;
 mod health;
 mod peer;

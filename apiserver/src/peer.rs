@@ -63,8 +63,17 @@ pub async fn serve(config: PeerConfig, stop: CancellationToken) -> Result<(), Se
     let store = Store::open(store_config).await?;
 
     let etcd = etcd_services(store.clone());
+    let api = crate::api::Api::new(crate::Registry::new(store.clone()));
+    let resources = crate::api::services(api.clone());
     let grpc = tonic::transport::Server::builder()
         .add_service(peer_service(store.clone()))
+        .add_service(resources.namespaces)
+        .add_service(resources.nodes)
+        .add_service(resources.pods)
+        .add_service(resources.events)
+        .add_service(resources.replica_sets)
+        .add_service(resources.deployments)
+        .add_service(resources.leases)
         .add_service(etcd.kv)
         .add_service(etcd.watch)
         .add_service(etcd.lease)
@@ -77,11 +86,29 @@ pub async fn serve(config: PeerConfig, stop: CancellationToken) -> Result<(), Se
         );
     let http = health::serve(http_listener, store.clone(), metrics, stop.clone());
 
-    let bootstrap = bootstrap(store.clone(), &config, stop.clone());
+    let bootstrap = async {
+        bootstrap(store.clone(), &config, stop.clone()).await;
+        create_namespaces(&api, &stop).await;
+    };
     tracing::info!(id = config.id, listen = %config.listen, http = %config.http, "peer serving");
     let (grpc, _, _) = tokio::join!(grpc, http, bootstrap);
     store.shutdown().await;
     grpc.map_err(|e| ServeError::Grpc(e.to_string()))
+}
+
+/// Makes sure the namespaces every cluster starts with exist, once the
+/// cluster can take writes. Every peer tries; the first one wins.
+async fn create_namespaces(api: &crate::api::Api, stop: &CancellationToken) {
+    loop {
+        match api.bootstrap().await {
+            Ok(()) => return,
+            Err(e) => tracing::debug!(error = %e, "bootstrap namespaces not created yet"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
 }
 
 /// On a first start, the lowest-numbered initial peer creates the cluster

@@ -30,6 +30,11 @@ mod generated {
                 include!(concat!(env!("OUT_DIR"), "/berth.coordination.v1.rs"));
             }
         }
+        pub mod api {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/berth.api.v1.rs"));
+            }
+        }
         pub mod raft {
             pub mod v1 {
                 include!(concat!(env!("OUT_DIR"), "/berth.raft.v1.rs"));
@@ -44,6 +49,8 @@ mod generated {
     }
 }
 
+/// berth's typed gRPC API: one service per resource.
+pub use generated::berth::api::v1 as api_v1;
 /// appsv1: ReplicaSet, Deployment (and the Scale subresource).
 pub use generated::berth::apps::v1 as apps_v1;
 /// coordinationv1: Lease.

@@ -1,0 +1,83 @@
+//! What differs between resources when they are written: which part is the
+//! spec (a change bumps generation) and which the status (written only
+//! through the status subresource).
+
+use berth_proto::apps_v1::{Deployment, ReplicaSet};
+use berth_proto::coordination_v1::Lease;
+use berth_proto::core_v1::{Event, Namespace, NamespaceStatus, Node, Pod, PodStatus};
+use berth_proto::Resource;
+
+pub(crate) trait Kind: Resource {
+    /// Takes `from`'s status (a spec writer never changes status).
+    fn keep_status_of(&mut self, from: &Self);
+    /// Takes `from`'s spec (a status writer never changes spec).
+    fn keep_spec_of(&mut self, from: &Self);
+    fn spec_changed(&self, from: &Self) -> bool;
+    /// Resets what a client may not set on create.
+    fn prepare_for_create(&mut self) {}
+    /// Whether a node agent runs this object and must confirm its deletion
+    /// (a pod bound to a node).
+    fn held_by_node(&self) -> bool {
+        false
+    }
+    /// The grace period a delete gets when the request names none.
+    fn default_grace_seconds(&self) -> i64 {
+        0
+    }
+}
+
+macro_rules! spec_and_status {
+    ($($ty:ty => $prepare:expr $(, { $($extra:tt)* })? ;)*) => {$(
+        impl Kind for $ty {
+            fn keep_status_of(&mut self, from: &Self) {
+                self.status = from.status.clone();
+            }
+            fn keep_spec_of(&mut self, from: &Self) {
+                self.spec = from.spec.clone();
+            }
+            fn spec_changed(&self, from: &Self) -> bool {
+                self.spec != from.spec
+            }
+            fn prepare_for_create(&mut self) {
+                let prepare: fn(&mut $ty) = $prepare;
+                prepare(self)
+            }
+            $($($extra)*)?
+        }
+    )*};
+}
+
+spec_and_status! {
+    Namespace => |ns| ns.status = Some(NamespaceStatus { phase: "Active".into(), ..Default::default() });
+    // A node's agent reports its status from the start.
+    Node => |_| {};
+    Pod => |pod| pod.status = Some(PodStatus { phase: "Pending".into(), ..Default::default() }), {
+        fn held_by_node(&self) -> bool {
+            self.spec.as_ref().is_some_and(|s| !s.node_name.is_empty())
+        }
+        fn default_grace_seconds(&self) -> i64 {
+            self.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30)
+        }
+    };
+    ReplicaSet => |rs| rs.status = None;
+    Deployment => |d| d.status = None;
+}
+
+impl Kind for Lease {
+    fn keep_status_of(&mut self, _: &Self) {}
+    fn keep_spec_of(&mut self, from: &Self) {
+        self.spec = from.spec.clone();
+    }
+    fn spec_changed(&self, from: &Self) -> bool {
+        self.spec != from.spec
+    }
+}
+
+/// An Event is all data, no spec or status.
+impl Kind for Event {
+    fn keep_status_of(&mut self, _: &Self) {}
+    fn keep_spec_of(&mut self, _: &Self) {}
+    fn spec_changed(&self, _: &Self) -> bool {
+        false
+    }
+}

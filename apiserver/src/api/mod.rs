@@ -1,0 +1,293 @@
+//! berth's typed gRPC API: a service per resource (Create, Get, List,
+//! Update, UpdateStatus, Patch, Delete, Watch; Bind for pods; Scale for
+//! ReplicaSets and Deployments), each verb written once in `verbs` and
+//! served for every resource by one macro. Errors carry the Kubernetes
+//! Status in the gRPC status details.
+
+mod kinds;
+mod verbs;
+
+pub use verbs::BOOTSTRAP_NAMESPACES;
+
+use crate::error::ApiError;
+use crate::registry::{ListOptions, Registry, WatchEvent};
+use berth_proto::api_v1::*;
+use berth_proto::apps_v1::{
+    Deployment, DeploymentList, ReplicaSet, ReplicaSetList, Scale, ScaleSpec, ScaleStatus,
+};
+use berth_proto::coordination_v1::{Lease, LeaseList};
+use berth_proto::core_v1::{
+    Binding, Event, EventList, Namespace, NamespaceList, Node, NodeList, Pod, PodList,
+};
+use berth_proto::meta_v1::{ListMeta, ObjectMeta};
+use berth_proto::Resource;
+use berth_raft_store::Store;
+use prost::Message;
+use std::pin::Pin;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+/// How often a watch that allows bookmarks gets one when nothing changes.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+/// An API error as a gRPC status with the Kubernetes Status in its details.
+pub fn to_status(e: ApiError) -> Status {
+    let details = e.status().encode_to_vec();
+    Status::with_details(e.grpc_code(), e.to_string(), details.into())
+}
+
+/// The API's handlers over one registry.
+#[derive(Clone)]
+pub struct Api {
+    registry: Registry<Store>,
+}
+
+impl Api {
+    pub fn new(registry: Registry<Store>) -> Api {
+        Api { registry }
+    }
+
+    /// Creates the namespaces every cluster starts with, if missing.
+    pub async fn bootstrap(&self) -> Result<(), ApiError> {
+        for name in BOOTSTRAP_NAMESPACES {
+            let ns = Namespace {
+                metadata: Some(ObjectMeta { name: name.to_string(), ..Default::default() }),
+                ..Default::default()
+            };
+            match verbs::create(&self.registry, ns).await {
+                Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn watch<T, E>(
+        &self,
+        request: WatchRequest,
+        wrap: fn(String, T) -> E,
+    ) -> Result<Stream<E>, ApiError>
+    where
+        T: kinds::Kind + Send + 'static,
+        E: Send + 'static,
+    {
+        let namespace =
+            (T::NAMESPACED && !request.namespace.is_empty()).then_some(request.namespace.as_str());
+        let bookmarks = request.allow_watch_bookmarks.then_some(BOOKMARK_EVERY);
+        let mut watch = self.registry.watch::<T>(
+            namespace,
+            &request.resource_version,
+            &request.label_selector,
+            bookmarks,
+        )?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let allow_bookmarks = request.allow_watch_bookmarks;
+        // The task ends when the client goes away (the send fails) or the
+        // watch ends; it owns the store watch, which stops with it.
+        tokio::spawn(async move {
+            while let Some(event) = watch.next().await {
+                let message = match event {
+                    Ok(WatchEvent::Added(o)) => Ok(wrap("ADDED".into(), o)),
+                    Ok(WatchEvent::Modified(o)) => Ok(wrap("MODIFIED".into(), o)),
+                    Ok(WatchEvent::Deleted(o)) => Ok(wrap("DELETED".into(), o)),
+                    Ok(WatchEvent::Bookmark(rv)) => {
+                        if !allow_bookmarks {
+                            continue;
+                        }
+                        let mut marker = T::default();
+                        marker.set_type_meta();
+                        marker.metadata_mut().resource_version = rv;
+                        Ok(wrap("BOOKMARK".into(), marker))
+                    }
+                    Err(e) => Err(to_status(e)),
+                };
+                let last = message.is_err();
+                if tx.send(message).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn scale<T>(
+        &self,
+        request: ScaleRequest,
+        set: fn(&mut T, i32),
+        read: fn(&T) -> (i32, String),
+    ) -> Result<Scale, ApiError>
+    where
+        T: kinds::Kind,
+    {
+        if request.replicas < 0 {
+            return Err(crate::registry::invalid::<T>(
+                &request.name,
+                "spec.replicas",
+                "must be greater than or equal to 0",
+            ));
+        }
+        let mut object: T =
+            verbs::get(&self.registry, &request.namespace, &request.name, "").await?;
+        set(&mut object, request.replicas);
+        let object = verbs::update(&self.registry, object).await?;
+        let (replicas, selector) = read(&object);
+        Ok(Scale {
+            api_version: "autoscaling/v1".into(),
+            kind: "Scale".into(),
+            metadata: Some(ObjectMeta {
+                name: object.metadata().name.clone(),
+                namespace: object.metadata().namespace.clone(),
+                resource_version: object.metadata().resource_version.clone(),
+                uid: object.metadata().uid.clone(),
+                ..Default::default()
+            }),
+            spec: Some(ScaleSpec { replicas: request.replicas }),
+            status: Some(ScaleStatus { replicas, selector }),
+        })
+    }
+}
+
+fn list_options(r: &ListRequest) -> ListOptions {
+    ListOptions {
+        label_selector: r.label_selector.clone(),
+        field_selector: r.field_selector.clone(),
+        limit: r.limit,
+        continue_token: r.r#continue.clone(),
+        resource_version: r.resource_version.clone(),
+    }
+}
+
+macro_rules! resource_service {
+    ($module:ident :: $trait:ident, $ty:ty, $list:ident, $event:ident { $($extra:tt)* }) => {
+        #[tonic::async_trait]
+        impl $module::$trait for Api {
+            async fn create(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
+                verbs::create(&self.registry, r.into_inner()).await.map(Response::new).map_err(to_status)
+            }
+
+            async fn get(&self, r: Request<GetRequest>) -> Result<Response<$ty>, Status> {
+                let r = r.into_inner();
+                verbs::get(&self.registry, &r.namespace, &r.name, &r.resource_version)
+                    .await
+                    .map(Response::new)
+                    .map_err(to_status)
+            }
+
+            async fn list(&self, r: Request<ListRequest>) -> Result<Response<$list>, Status> {
+                let r = r.into_inner();
+                let result = verbs::list::<$ty>(&self.registry, &r.namespace, &list_options(&r)).await.map_err(to_status)?;
+                Ok(Response::new($list {
+                    api_version: <$ty>::API_VERSION.into(),
+                    kind: format!("{}List", <$ty>::KIND),
+                    metadata: Some(ListMeta {
+                        resource_version: result.resource_version,
+                        r#continue: result.continue_token,
+                        remaining_item_count: None,
+                    }),
+                    items: result.items,
+                }))
+            }
+
+            async fn update(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
+                verbs::update(&self.registry, r.into_inner()).await.map(Response::new).map_err(to_status)
+            }
+
+            async fn update_status(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
+                verbs::update_status(&self.registry, r.into_inner()).await.map(Response::new).map_err(to_status)
+            }
+
+            async fn patch(&self, r: Request<PatchRequest>) -> Result<Response<$ty>, Status> {
+                verbs::patch(&self.registry, &r.into_inner()).await.map(Response::new).map_err(to_status)
+            }
+
+            async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<$ty>, Status> {
+                verbs::delete(&self.registry, &r.into_inner()).await.map(Response::new).map_err(to_status)
+            }
+
+            type WatchStream = Stream<$event>;
+
+            async fn watch(&self, r: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+                Api::watch::<$ty, $event>(self, r.into_inner(), |r#type, object| $event { r#type, object: Some(object) })
+                    .map(Response::new)
+                    .map_err(to_status)
+            }
+
+            $($extra)*
+        }
+    };
+}
+
+resource_service!(namespaces_server::Namespaces, Namespace, NamespaceList, NamespaceWatchEvent {});
+resource_service!(nodes_server::Nodes, Node, NodeList, NodeWatchEvent {});
+resource_service!(events_server::Events, Event, EventList, EventWatchEvent {});
+resource_service!(leases_server::Leases, Lease, LeaseList, LeaseWatchEvent {});
+resource_service!(pods_server::Pods, Pod, PodList, PodWatchEvent {
+    async fn bind(&self, r: Request<Binding>) -> Result<Response<Pod>, Status> {
+        verbs::bind(&self.registry, r.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+});
+resource_service!(replica_sets_server::ReplicaSets, ReplicaSet, ReplicaSetList, ReplicaSetWatchEvent {
+    async fn scale(&self, r: Request<ScaleRequest>) -> Result<Response<Scale>, Status> {
+        self.scale::<ReplicaSet>(
+            r.into_inner(),
+            |rs, n| rs.spec.get_or_insert_with(Default::default).replicas = Some(n),
+            |rs| (rs.status.as_ref().map_or(0, |s| s.replicas), selector_string(rs.spec.as_ref().and_then(|s| s.selector.as_ref()))),
+        )
+        .await
+        .map(Response::new)
+        .map_err(to_status)
+    }
+});
+resource_service!(deployments_server::Deployments, Deployment, DeploymentList, DeploymentWatchEvent {
+    async fn scale(&self, r: Request<ScaleRequest>) -> Result<Response<Scale>, Status> {
+        self.scale::<Deployment>(
+            r.into_inner(),
+            |d, n| d.spec.get_or_insert_with(Default::default).replicas = Some(n),
+            |d| (d.status.as_ref().map_or(0, |s| s.replicas), selector_string(d.spec.as_ref().and_then(|s| s.selector.as_ref()))),
+        )
+        .await
+        .map(Response::new)
+        .map_err(to_status)
+    }
+});
+
+/// A LabelSelector in the string form a Scale reports.
+fn selector_string(selector: Option<&berth_proto::meta_v1::LabelSelector>) -> String {
+    let Some(selector) = selector else { return String::new() };
+    let mut terms: Vec<String> =
+        selector.match_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    for e in &selector.match_expressions {
+        terms.push(match e.operator.as_str() {
+            "In" => format!("{} in ({})", e.key, e.values.join(",")),
+            "NotIn" => format!("{} notin ({})", e.key, e.values.join(",")),
+            "Exists" => e.key.clone(),
+            _ => format!("!{}", e.key),
+        });
+    }
+    terms.join(",")
+}
+
+/// Every resource service of the API, to add to a tonic server.
+pub struct ApiServices {
+    pub namespaces: namespaces_server::NamespacesServer<Api>,
+    pub nodes: nodes_server::NodesServer<Api>,
+    pub pods: pods_server::PodsServer<Api>,
+    pub events: events_server::EventsServer<Api>,
+    pub replica_sets: replica_sets_server::ReplicaSetsServer<Api>,
+    pub deployments: deployments_server::DeploymentsServer<Api>,
+    pub leases: leases_server::LeasesServer<Api>,
+}
+
+pub fn services(api: Api) -> ApiServices {
+    ApiServices {
+        namespaces: namespaces_server::NamespacesServer::new(api.clone()),
+        nodes: nodes_server::NodesServer::new(api.clone()),
+        pods: pods_server::PodsServer::new(api.clone()),
+        events: events_server::EventsServer::new(api.clone()),
+        replica_sets: replica_sets_server::ReplicaSetsServer::new(api.clone()),
+        deployments: deployments_server::DeploymentsServer::new(api.clone()),
+        leases: leases_server::LeasesServer::new(api),
+    }
+}

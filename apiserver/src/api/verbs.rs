@@ -1,0 +1,285 @@
+//! The verbs of the API, written once for every resource: what create,
+//! update, status update, patch, delete, bind and scale do to an object
+//! before the registry stores it.
+
+use super::kinds::Kind;
+use crate::error::ApiError;
+use crate::registry::{ListOptions, ListResult, Registry};
+use berth_proto::api_v1::{DeleteRequest, PatchRequest};
+use berth_proto::core_v1::{Binding, Namespace, Pod, PodCondition};
+use berth_proto::{from_json, Resource, Time};
+use berth_raft_store::Store;
+
+/// Namespaces that exist from the start of every cluster.
+pub const BOOTSTRAP_NAMESPACES: &[&str] = &["default", "kube-system", "kube-node-lease"];
+
+/// A patch is retried this often when the object changes under it.
+const PATCH_ATTEMPTS: usize = 8;
+
+pub(crate) async fn create<T: Kind>(
+    registry: &Registry<Store>,
+    mut object: T,
+) -> Result<T, ApiError> {
+    if T::NAMESPACED {
+        let meta = object.metadata_mut();
+        if meta.namespace.is_empty() {
+            meta.namespace = "default".into();
+        }
+        let namespace = meta.namespace.clone();
+        let ns: Namespace = registry.get("", &namespace, "").await.map_err(|e| match e {
+            ApiError::NotFound { .. } => {
+                ApiError::NotFound { kind: "namespaces".into(), name: namespace.clone() }
+            }
+            e => e,
+        })?;
+        if ns.metadata().deletion_timestamp.is_some() {
+            return Err(ApiError::Forbidden(format!(
+                "unable to create new content in namespace {namespace} because it is being terminated"
+            )));
+        }
+    } else {
+        object.metadata_mut().namespace.clear();
+    }
+    let meta = object.metadata_mut();
+    meta.deletion_timestamp = None;
+    meta.deletion_grace_period_seconds = None;
+    object.prepare_for_create();
+    registry.create(object).await
+}
+
+pub(crate) async fn get<T: Kind>(
+    registry: &Registry<Store>,
+    namespace: &str,
+    name: &str,
+    resource_version: &str,
+) -> Result<T, ApiError> {
+    registry.get(scope::<T>(namespace), name, resource_version).await
+}
+
+pub(crate) async fn list<T: Kind>(
+    registry: &Registry<Store>,
+    namespace: &str,
+    options: &ListOptions,
+) -> Result<ListResult<T>, ApiError> {
+    let namespace = (T::NAMESPACED && !namespace.is_empty()).then_some(namespace);
+    registry.list(namespace, options).await
+}
+
+fn scope<T: Resource>(namespace: &str) -> &str {
+    if T::NAMESPACED {
+        namespace
+    } else {
+        ""
+    }
+}
+
+/// A spec write: status stays as stored, a spec change bumps generation, and
+/// an object being deleted whose last finalizer went away is removed.
+pub(crate) async fn update<T: Kind>(registry: &Registry<Store>, object: T) -> Result<T, ApiError> {
+    let updated = registry
+        .update(object, |current, new| {
+            new.keep_status_of(current);
+            if new.spec_changed(current) {
+                new.metadata_mut().generation = current.metadata().generation + 1;
+            }
+            Ok(())
+        })
+        .await?;
+    finish_deletion(registry, updated).await
+}
+
+/// A status write: spec and metadata stay as stored.
+pub(crate) async fn update_status<T: Kind>(
+    registry: &Registry<Store>,
+    object: T,
+) -> Result<T, ApiError> {
+    registry
+        .update(object, |current, new| {
+            new.keep_spec_of(current);
+            let resource_version = new.metadata().resource_version.clone();
+            *new.metadata_mut() = current.metadata().clone();
+            new.metadata_mut().resource_version = resource_version;
+            Ok(())
+        })
+        .await
+}
+
+/// Removes an object whose deletion was waiting only for finalizers.
+async fn finish_deletion<T: Kind>(registry: &Registry<Store>, object: T) -> Result<T, ApiError> {
+    let meta = object.metadata();
+    let waiting_on_kubelet =
+        object.held_by_node() && meta.deletion_grace_period_seconds.unwrap_or(0) > 0;
+    if meta.deletion_timestamp.is_some() && meta.finalizers.is_empty() && !waiting_on_kubelet {
+        let (ns, name, rv) =
+            (meta.namespace.clone(), meta.name.clone(), meta.resource_version.clone());
+        return registry.remove(&ns, &name, Some(&rv)).await;
+    }
+    Ok(object)
+}
+
+/// JSON merge patch (RFC 7386) on the object's JSON form, then a strict
+/// decode and an update conditioned on the version the patch was applied to.
+pub(crate) async fn patch<T: Kind>(
+    registry: &Registry<Store>,
+    request: &PatchRequest,
+) -> Result<T, ApiError> {
+    match request.patch_type.as_str() {
+        "" | "application/merge-patch+json" => {}
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "patch type {other:?} is not supported here; use application/merge-patch+json"
+            )))
+        }
+    }
+    let patch: serde_json::Value = serde_json::from_slice(&request.patch)
+        .map_err(|e| ApiError::BadRequest(format!("the patch is not JSON: {e}")))?;
+    for _ in 0..PATCH_ATTEMPTS {
+        let current: T = get(registry, &request.namespace, &request.name, "").await?;
+        let mut document =
+            serde_json::to_value(&current).map_err(|e| ApiError::Internal(e.to_string()))?;
+        merge_patch(&mut document, &patch);
+        let bytes = serde_json::to_vec(&document).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let mut patched: T = from_json(&bytes).map_err(|e| ApiError::Invalid {
+            kind: T::KIND.into(),
+            name: request.name.clone(),
+            causes: vec![berth_proto::meta_v1::StatusCause {
+                reason: "FieldValueInvalid".into(),
+                message: e.message.clone(),
+                field: e.path.clone(),
+            }],
+        })?;
+        // The patch applies to what was read; the name cannot move.
+        let meta = patched.metadata_mut();
+        meta.resource_version = current.metadata().resource_version.clone();
+        meta.name = current.metadata().name.clone();
+        meta.namespace = current.metadata().namespace.clone();
+        match update(registry, patched).await {
+            Err(ApiError::Conflict { .. }) => continue,
+            other => return other,
+        }
+    }
+    Err(ApiError::Conflict {
+        kind: T::PLURAL.into(),
+        name: request.name.clone(),
+        reason: "the object kept changing while the patch was applied".into(),
+    })
+}
+
+/// RFC 7386: objects merge key by key, null removes, anything else replaces.
+pub(crate) fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    let Some(patch_map) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = serde_json::Value::Object(Default::default());
+    }
+    let target_map = target.as_object_mut().expect("made an object just above");
+    for (key, value) in patch_map {
+        if value.is_null() {
+            target_map.remove(key);
+        } else {
+            merge_patch(target_map.entry(key.clone()).or_insert(serde_json::Value::Null), value);
+        }
+    }
+}
+
+/// Delete: at once, or — when finalizers remain, or a bound pod must first be
+/// stopped by its kubelet — by marking it with a deletion timestamp. The
+/// propagation policy is recorded as Kubernetes does, as a finalizer the
+/// garbage collector acts on (foregroundDeletion or orphan).
+pub(crate) async fn delete<T: Kind>(
+    registry: &Registry<Store>,
+    request: &DeleteRequest,
+) -> Result<T, ApiError> {
+    let namespace = scope::<T>(&request.namespace);
+    let mut current: T = registry.get(namespace, &request.name, "").await?;
+    if !request.precondition_resource_version.is_empty()
+        && request.precondition_resource_version != current.metadata().resource_version
+    {
+        return Err(ApiError::Conflict {
+            kind: T::PLURAL.into(),
+            name: request.name.clone(),
+            reason: format!(
+                "the precondition resourceVersion {} does not match the object's {}",
+                request.precondition_resource_version,
+                current.metadata().resource_version
+            ),
+        });
+    }
+    let finalizer = match request.propagation_policy.as_str() {
+        "" | "Background" => None,
+        "Foreground" => Some("foregroundDeletion"),
+        "Orphan" => Some("orphan"),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "propagationPolicy {other:?} is not one of Background, Foreground, Orphan"
+            )))
+        }
+    };
+    let grace =
+        request.grace_period_seconds.map_or_else(|| current.default_grace_seconds(), |g| g.max(0));
+    let graceful = current.held_by_node() && grace > 0;
+    let meta = current.metadata_mut();
+    if let Some(f) = finalizer {
+        if !meta.finalizers.iter().any(|x| x == f) {
+            meta.finalizers.push(f.into());
+        }
+    }
+    if meta.finalizers.is_empty() && !graceful {
+        let rv = meta.resource_version.clone();
+        return registry.remove(namespace, &request.name, Some(&rv)).await;
+    }
+    if meta.deletion_timestamp.is_none() {
+        meta.deletion_timestamp =
+            Some(Time::from_unix(Time::now().unix_seconds() + grace.max(0), 0));
+    }
+    // A shorter grace period may replace a longer one, never the reverse.
+    let shorter = meta.deletion_grace_period_seconds.is_none_or(|g| grace < g);
+    if shorter {
+        meta.deletion_grace_period_seconds = Some(grace);
+    }
+    registry.update(current, |_, _| Ok(())).await
+}
+
+/// pods/binding: sets spec.nodeName once; a second bind is a Conflict.
+pub(crate) async fn bind(registry: &Registry<Store>, binding: Binding) -> Result<Pod, ApiError> {
+    let meta = binding.metadata.unwrap_or_default();
+    let namespace = if meta.namespace.is_empty() { "default".to_string() } else { meta.namespace };
+    let node = binding.target.map(|t| t.name).unwrap_or_default();
+    if node.is_empty() {
+        return Err(crate::registry::invalid::<Pod>(
+            &meta.name,
+            "target.name",
+            "a binding needs a target node",
+        ));
+    }
+    let pod: Pod = registry.get(&namespace, &meta.name, "").await?;
+    let mut bound = pod.clone();
+    let spec = bound.spec.get_or_insert_with(Default::default);
+    if !spec.node_name.is_empty() {
+        return Err(ApiError::Conflict {
+            kind: "pods".into(),
+            name: meta.name.clone(),
+            reason: format!("pod {} is already assigned to node {:?}", meta.name, spec.node_name),
+        });
+    }
+    if pod.metadata().deletion_timestamp.is_some() {
+        return Err(ApiError::Conflict {
+            kind: "pods".into(),
+            name: meta.name.clone(),
+            reason: "the pod is being deleted".into(),
+        });
+    }
+    spec.node_name = node;
+    let status = bound.status.get_or_insert_with(Default::default);
+    status.conditions.retain(|c| c.r#type != "PodScheduled");
+    status.conditions.push(PodCondition {
+        r#type: "PodScheduled".into(),
+        status: "True".into(),
+        last_transition_time: Some(Time::now()),
+        ..Default::default()
+    });
+    // Binding writes spec and status together, conditioned on the read.
+    registry.update(bound, |_, _| Ok(())).await
+}

@@ -1,0 +1,311 @@
+//! The typed gRPC API over a real store: verbs, subresources, errors with
+//! Kubernetes Status details, and watches.
+
+use berth_apiserver::api::{services, Api};
+use berth_apiserver::Registry;
+use berth_proto::api_v1::deployments_client::DeploymentsClient;
+use berth_proto::api_v1::namespaces_client::NamespacesClient;
+use berth_proto::api_v1::pods_client::PodsClient;
+use berth_proto::api_v1::{DeleteRequest, GetRequest, PatchRequest, ScaleRequest, WatchRequest};
+use berth_proto::apps_v1::{Deployment, DeploymentSpec};
+use berth_proto::core_v1::{Binding, Container, Namespace, ObjectReference, Pod, PodSpec};
+use berth_proto::meta_v1::{LabelSelector, ObjectMeta, Status};
+use berth_raft_store::{Store, StoreConfig};
+use prost::Message;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+struct Fixture {
+    channel: Channel,
+    store: Store,
+    stop: tokio_util::sync::CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(1, "api-test", dir.path().join("store"), "127.0.0.1:1");
+    config.election_timeout = (Duration::from_millis(150), Duration::from_millis(300));
+    config.heartbeat = Duration::from_millis(50);
+    let store = Store::open(config).await.unwrap();
+    store.initialize(BTreeMap::from([(1, "127.0.0.1:1".to_string())])).await.unwrap();
+    let api = Api::new(Registry::new(store.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while api.bootstrap().await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "bootstrap namespaces never created");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let s = services(api);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(s.namespaces)
+            .add_service(s.pods)
+            .add_service(s.deployments)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                token.cancelled(),
+            )
+            .await;
+    });
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    Fixture { channel, store, stop, _dir: dir }
+}
+
+impl Fixture {
+    async fn stop(self) {
+        self.stop.cancel();
+        self.store.shutdown().await;
+    }
+}
+
+fn pod(name: &str) -> Pod {
+    Pod {
+        metadata: Some(ObjectMeta {
+            name: name.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                image: "busybox".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The Kubernetes Status carried in a gRPC error.
+fn status_of(e: &tonic::Status) -> Status {
+    Status::decode(e.details()).expect("errors carry a Kubernetes Status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_through_their_lifecycle() {
+    let f = fixture().await;
+    let mut pods = PodsClient::new(f.channel.clone());
+    let created = pods.create(pod("a")).await.unwrap().into_inner();
+    assert_eq!(created.status.as_ref().unwrap().phase, "Pending");
+    assert_eq!(created.metadata.as_ref().unwrap().generation, 1);
+
+    // An unknown namespace is NotFound, with the Status to say so.
+    let mut elsewhere = pod("b");
+    elsewhere.metadata.as_mut().unwrap().namespace = "nope".into();
+    let err = pods.create(elsewhere).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let status = status_of(&err);
+    assert_eq!((status.reason.as_str(), status.code), ("NotFound", 404));
+
+    // A spec change bumps generation; a status write leaves the spec alone.
+    let mut changed = created.clone();
+    changed.spec.as_mut().unwrap().containers[0].image = "busybox:1.36".into();
+    changed.status.as_mut().unwrap().phase = "Running".into();
+    let updated = pods.update(changed).await.unwrap().into_inner();
+    assert_eq!(updated.metadata.as_ref().unwrap().generation, 2);
+    assert_eq!(
+        updated.status.as_ref().unwrap().phase,
+        "Pending",
+        "spec writers never change status"
+    );
+    let mut status_write = updated.clone();
+    status_write.status.as_mut().unwrap().phase = "Running".into();
+    status_write.spec.as_mut().unwrap().containers[0].image = "ignored".into();
+    let after = pods.update_status(status_write).await.unwrap().into_inner();
+    assert_eq!(after.status.as_ref().unwrap().phase, "Running");
+    assert_eq!(after.spec.as_ref().unwrap().containers[0].image, "busybox:1.36");
+    assert_eq!(after.metadata.as_ref().unwrap().generation, 2);
+
+    // A stale resourceVersion is a Conflict.
+    let err = pods.update(updated).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Aborted);
+    assert_eq!(status_of(&err).reason, "Conflict");
+
+    // Merge patch.
+    let patch = PatchRequest {
+        namespace: "default".into(),
+        name: "a".into(),
+        patch_type: "application/merge-patch+json".into(),
+        patch: br#"{"metadata":{"labels":{"app":"web"}}}"#.to_vec(),
+    };
+    let patched = pods.patch(patch).await.unwrap().into_inner();
+    assert_eq!(patched.metadata.as_ref().unwrap().labels["app"], "web");
+    let bad = PatchRequest {
+        namespace: "default".into(),
+        name: "a".into(),
+        patch_type: String::new(),
+        patch: br#"{"spec":{"nodeNmae":"x"}}"#.to_vec(),
+    };
+    let err = pods.patch(bad).await.unwrap_err();
+    let status = status_of(&err);
+    assert_eq!(status.reason, "Invalid");
+    assert_eq!(status.details.unwrap().causes[0].field, "spec.nodeNmae");
+
+    // Bind once; a second bind is a Conflict.
+    let binding = |node: &str| Binding {
+        metadata: Some(ObjectMeta {
+            name: "a".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        target: Some(ObjectReference {
+            kind: "Node".into(),
+            name: node.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let bound = pods.bind(binding("n1")).await.unwrap().into_inner();
+    assert_eq!(bound.spec.as_ref().unwrap().node_name, "n1");
+    assert!(bound
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .any(|c| c.r#type == "PodScheduled" && c.status == "True"));
+    let err = pods.bind(binding("n2")).await.unwrap_err();
+    assert!(status_of(&err).message.contains("already assigned to node \"n1\""), "{err:?}");
+
+    // A bound pod is only marked for deletion until its node confirms with
+    // a zero grace period.
+    let delete = |grace: Option<i64>| DeleteRequest {
+        namespace: "default".into(),
+        name: "a".into(),
+        grace_period_seconds: grace,
+        ..Default::default()
+    };
+    let marked = pods.delete(delete(None)).await.unwrap().into_inner();
+    let meta = marked.metadata.as_ref().unwrap();
+    assert!(meta.deletion_timestamp.is_some());
+    assert_eq!(meta.deletion_grace_period_seconds, Some(30));
+    pods.delete(delete(Some(0))).await.unwrap();
+    let err = pods
+        .get(GetRequest { namespace: "default".into(), name: "a".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalizers_hold_deletion_and_policies_are_recorded() {
+    let f = fixture().await;
+    let mut namespaces = NamespacesClient::new(f.channel.clone());
+    let listed =
+        namespaces.list(berth_proto::api_v1::ListRequest::default()).await.unwrap().into_inner();
+    let names: Vec<String> =
+        listed.items.iter().map(|n| n.metadata.as_ref().unwrap().name.clone()).collect();
+    assert_eq!(names, ["default", "kube-node-lease", "kube-system"]);
+
+    let mut pods = PodsClient::new(f.channel.clone());
+    let mut held = pod("held");
+    held.metadata.as_mut().unwrap().finalizers = vec!["example.com/keep".into()];
+    pods.create(held).await.unwrap();
+    let marked = pods
+        .delete(DeleteRequest {
+            namespace: "default".into(),
+            name: "held".into(),
+            propagation_policy: "Foreground".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let meta = marked.metadata.clone().unwrap();
+    assert!(meta.deletion_timestamp.is_some());
+    assert_eq!(meta.finalizers, ["example.com/keep", "foregroundDeletion"]);
+    // Removing the last finalizer completes the deletion.
+    let mut release = marked.clone();
+    release.metadata.as_mut().unwrap().finalizers.clear();
+    pods.update(release).await.unwrap();
+    let err = pods
+        .get(GetRequest { namespace: "default".into(), name: "held".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    // A terminating namespace takes no new objects.
+    namespaces
+        .create(Namespace {
+            metadata: Some(ObjectMeta {
+                name: "going".into(),
+                finalizers: vec!["kubernetes".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    namespaces.delete(DeleteRequest { name: "going".into(), ..Default::default() }).await.unwrap();
+    let mut late = pod("late");
+    late.metadata.as_mut().unwrap().namespace = "going".into();
+    let err = pods.create(late).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(err.message().contains("being terminated"), "{err:?}");
+    f.stop().await;
+}
+
+async fn next(
+    w: &mut tonic::Streaming<berth_proto::api_v1::DeploymentWatchEvent>,
+) -> berth_proto::api_v1::DeploymentWatchEvent {
+    tokio::time::timeout(Duration::from_secs(5), w.message())
+        .await
+        .expect("in time")
+        .expect("no error")
+        .expect("open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_scale_and_watches_stream() {
+    let f = fixture().await;
+    let mut deployments = DeploymentsClient::new(f.channel.clone());
+    let mut watch = deployments
+        .watch(WatchRequest { namespace: "default".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let deployment = Deployment {
+        metadata: Some(ObjectMeta {
+            name: "web".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        spec: Some(DeploymentSpec {
+            replicas: Some(2),
+            selector: Some(LabelSelector {
+                match_labels: [("app".to_string(), "web".to_string())].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    deployments.create(deployment).await.unwrap();
+    let scale = deployments
+        .scale(ScaleRequest { namespace: "default".into(), name: "web".into(), replicas: 5 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(scale.spec.unwrap().replicas, 5);
+    assert_eq!(scale.status.unwrap().selector, "app=web");
+    let err = deployments
+        .scale(ScaleRequest { namespace: "default".into(), name: "web".into(), replicas: -1 })
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&err).details.unwrap().causes[0].field, "spec.replicas");
+
+    let added = next(&mut watch).await;
+    assert_eq!(added.r#type, "ADDED");
+    let modified = next(&mut watch).await;
+    assert_eq!(modified.r#type, "MODIFIED");
+    let spec = modified.object.unwrap().spec.unwrap();
+    assert_eq!(spec.replicas, Some(5));
+    f.stop().await;
+}
