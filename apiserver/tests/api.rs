@@ -82,6 +82,16 @@ fn pod(name: &str) -> Pod {
     }
 }
 
+fn template() -> berth_proto::core_v1::PodTemplateSpec {
+    berth_proto::core_v1::PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: [("app".to_string(), "web".to_string())].into(),
+            ..Default::default()
+        }),
+        spec: pod("x").spec,
+    }
+}
+
 /// The Kubernetes Status carried in a gRPC error.
 fn status_of(e: &tonic::Status) -> Status {
     Status::decode(e.details()).expect("errors carry a Kubernetes Status")
@@ -283,6 +293,7 @@ async fn deployments_scale_and_watches_stream() {
                 match_labels: [("app".to_string(), "web".to_string())].into(),
                 ..Default::default()
             }),
+            template: Some(template()),
             ..Default::default()
         }),
         ..Default::default()
@@ -307,5 +318,223 @@ async fn deployments_scale_and_watches_stream() {
     assert_eq!(modified.r#type, "MODIFIED");
     let spec = modified.object.unwrap().spec.unwrap();
     assert_eq!(spec.replicas, Some(5));
+    f.stop().await;
+}
+
+/// Creates `object` and returns the causes of its rejection as
+/// (field, message) pairs.
+async fn rejected_pod(f: &Fixture, object: Pod) -> Vec<(String, String)> {
+    let err = PodsClient::new(f.channel.clone()).create(object).await.expect_err("rejected");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let status = status_of(&err);
+    assert_eq!((status.reason.as_str(), status.code), ("Invalid", 422));
+    status.details.unwrap().causes.into_iter().map(|c| (c.field, c.message)).collect()
+}
+
+fn has(causes: &[(String, String)], field: &str, words: &str) -> bool {
+    causes.iter().any(|(f, m)| f == field && m.contains(words))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pod_validation_error_names_its_field() {
+    use berth_proto::core_v1::{
+        ContainerPort, ResourceRequirements, Toleration, Volume, VolumeMount,
+    };
+    use berth_proto::Quantity;
+    let f = fixture().await;
+    let with = |edit: fn(&mut Pod)| {
+        let mut p = pod("ok");
+        edit(&mut p);
+        p
+    };
+    let cases: Vec<(Pod, &str, &str)> = vec![
+        (
+            with(|p| p.metadata.as_mut().unwrap().name = "Bad_Name".into()),
+            "metadata.name",
+            "RFC 1123",
+        ),
+        (
+            with(|p| {
+                p.metadata.as_mut().unwrap().labels.insert("-x".into(), "v".into());
+            }),
+            "metadata.labels[-x]",
+            "alphanumeric",
+        ),
+        (
+            with(|p| {
+                p.metadata.as_mut().unwrap().labels.insert("app".into(), "bad value".into());
+            }),
+            "metadata.labels[app]",
+            "63 characters",
+        ),
+        (
+            with(|p| p.spec.as_mut().unwrap().containers.clear()),
+            "spec.containers",
+            "Required value",
+        ),
+        (
+            with(|p| p.spec.as_mut().unwrap().containers[0].image.clear()),
+            "spec.containers[0].image",
+            "Required value",
+        ),
+        (
+            with(|p| p.spec.as_mut().unwrap().containers[0].name = "Web".into()),
+            "spec.containers[0].name",
+            "RFC 1123",
+        ),
+        (
+            with(|p| {
+                let c = p.spec.as_ref().unwrap().containers[0].clone();
+                p.spec.as_mut().unwrap().containers.push(c);
+            }),
+            "spec.containers[1].name",
+            "Duplicate",
+        ),
+        (
+            with(|p| p.spec.as_mut().unwrap().restart_policy = "Sometimes".into()),
+            "spec.restartPolicy",
+            "Unsupported value",
+        ),
+        (
+            with(|p| p.spec.as_mut().unwrap().containers[0].image_pull_policy = "Maybe".into()),
+            "spec.containers[0].imagePullPolicy",
+            "Unsupported value",
+        ),
+        (
+            with(|p| {
+                p.spec.as_mut().unwrap().containers[0].ports =
+                    vec![ContainerPort { container_port: 70000, ..Default::default() }]
+            }),
+            "spec.containers[0].ports[0].containerPort",
+            "between 1 and 65535",
+        ),
+        (
+            with(|p| {
+                let q = |s: &str| s.parse::<Quantity>().unwrap();
+                p.spec.as_mut().unwrap().containers[0].resources = Some(ResourceRequirements {
+                    limits: [("cpu".to_string(), q("500m"))].into(),
+                    requests: [("cpu".to_string(), q("1"))].into(),
+                });
+            }),
+            "spec.containers[0].resources.requests[cpu]",
+            "less than or equal to cpu limit",
+        ),
+        (
+            with(|p| {
+                p.spec.as_mut().unwrap().tolerations = vec![Toleration {
+                    operator: "Exists".into(),
+                    value: "x".into(),
+                    ..Default::default()
+                }]
+            }),
+            "spec.tolerations[0].operator",
+            "must be empty",
+        ),
+        (
+            with(|p| {
+                p.spec.as_mut().unwrap().volumes =
+                    vec![Volume { name: "v".into(), ..Default::default() }]
+            }),
+            "spec.volumes[0].emptyDir",
+            "Required value",
+        ),
+        (
+            with(|p| {
+                p.spec.as_mut().unwrap().containers[0].volume_mounts = vec![VolumeMount {
+                    name: "nope".into(),
+                    mount_path: "/x".into(),
+                    ..Default::default()
+                }]
+            }),
+            "spec.containers[0].volumeMounts[0].name",
+            "Not found",
+        ),
+        (
+            with(|p| p.spec.as_mut().unwrap().termination_grace_period_seconds = Some(-1)),
+            "spec.terminationGracePeriodSeconds",
+            "greater than or equal to 0",
+        ),
+        (
+            with(|p| {
+                p.spec.as_mut().unwrap().containers[0].liveness_probe = Some(Default::default())
+            }),
+            "spec.containers[0].livenessProbe",
+            "Required value",
+        ),
+    ];
+    for (object, field, words) in cases {
+        let causes = rejected_pod(&f, object).await;
+        assert!(has(&causes, field, words), "want {field} ({words}), got {causes:?}");
+    }
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defaults_and_immutable_fields() {
+    let f = fixture().await;
+    let mut pods = PodsClient::new(f.channel.clone());
+    let created = pods.create(pod("d")).await.unwrap().into_inner();
+    let spec = created.spec.clone().unwrap();
+    assert_eq!(spec.restart_policy, "Always");
+    assert_eq!(spec.termination_grace_period_seconds, Some(30));
+    assert_eq!(spec.scheduler_name, "default-scheduler");
+    assert_eq!(
+        spec.containers[0].image_pull_policy, "Always",
+        "an untagged image is pulled always"
+    );
+    // Most of a pod's spec is immutable; the image is not.
+    let mut moved = created.clone();
+    moved.spec.as_mut().unwrap().restart_policy = "Never".into();
+    let err = pods.update(moved).await.unwrap_err();
+    let status = status_of(&err);
+    assert_eq!(status.details.unwrap().causes[0].field, "spec");
+    let mut image = created.clone();
+    image.spec.as_mut().unwrap().containers[0].image = "busybox:1.37".into();
+    pods.update(image).await.unwrap();
+
+    // A deployment's selector must match its template and may not change.
+    let mut deployments = DeploymentsClient::new(f.channel.clone());
+    let mut mismatched = Deployment {
+        metadata: Some(ObjectMeta {
+            name: "web".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        spec: Some(DeploymentSpec {
+            selector: Some(LabelSelector {
+                match_labels: [("app".to_string(), "db".to_string())].into(),
+                ..Default::default()
+            }),
+            template: Some(template()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let err = deployments.create(mismatched.clone()).await.unwrap_err();
+    assert_eq!(status_of(&err).details.unwrap().causes[0].field, "spec.template.metadata.labels");
+    mismatched
+        .spec
+        .as_mut()
+        .unwrap()
+        .selector
+        .as_mut()
+        .unwrap()
+        .match_labels
+        .insert("app".into(), "web".into());
+    let created = deployments.create(mismatched).await.unwrap().into_inner();
+    let spec = created.spec.clone().unwrap();
+    assert_eq!((spec.replicas, spec.revision_history_limit), (Some(1), Some(10)));
+    assert_eq!(spec.strategy.unwrap().r#type, "RollingUpdate");
+    let mut reselect = created.clone();
+    let labels = [("app".to_string(), "web".to_string()), ("tier".to_string(), "x".to_string())];
+    reselect.spec.as_mut().unwrap().selector.as_mut().unwrap().match_labels = labels.clone().into();
+    reselect.spec.as_mut().unwrap().template.as_mut().unwrap().metadata.as_mut().unwrap().labels =
+        labels.into();
+    let err = deployments.update(reselect).await.unwrap_err();
+    let cause = &status_of(&err).details.unwrap().causes[0];
+    assert_eq!(
+        (cause.field.as_str(), cause.message.as_str()),
+        ("spec.selector", "field is immutable")
+    );
     f.stop().await;
 }

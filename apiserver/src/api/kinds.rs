@@ -2,6 +2,8 @@
 //! spec (a change bumps generation) and which the status (written only
 //! through the status subresource).
 
+use super::defaults;
+use super::validation::{self, Causes, NameRule};
 use berth_proto::apps_v1::{Deployment, ReplicaSet};
 use berth_proto::coordination_v1::Lease;
 use berth_proto::core_v1::{Event, Namespace, NamespaceStatus, Node, Pod, PodStatus};
@@ -23,6 +25,20 @@ pub(crate) trait Kind: Resource {
     /// The grace period a delete gets when the request names none.
     fn default_grace_seconds(&self) -> i64 {
         0
+    }
+    fn name_rule(&self) -> NameRule {
+        NameRule::Subdomain
+    }
+    /// Fills in what Kubernetes defaults.
+    fn apply_defaults(&mut self) {}
+    fn validate(&self) -> Causes {
+        let mut causes = Causes::default();
+        validation::object_meta(&mut causes, self.metadata(), self.name_rule());
+        causes
+    }
+    /// What may not change from `old` to `self`.
+    fn validate_update(&self, _old: &Self) -> Causes {
+        Causes::default()
     }
 }
 
@@ -48,7 +64,11 @@ macro_rules! spec_and_status {
 }
 
 spec_and_status! {
-    Namespace => |ns| ns.status = Some(NamespaceStatus { phase: "Active".into(), ..Default::default() });
+    Namespace => |ns| ns.status = Some(NamespaceStatus { phase: "Active".into(), ..Default::default() }), {
+        fn name_rule(&self) -> NameRule {
+            NameRule::Label
+        }
+    };
     // A node's agent reports its status from the start.
     Node => |_| {};
     Pod => |pod| pod.status = Some(PodStatus { phase: "Pending".into(), ..Default::default() }), {
@@ -58,9 +78,42 @@ spec_and_status! {
         fn default_grace_seconds(&self) -> i64 {
             self.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30)
         }
+        fn apply_defaults(&mut self) {
+            if let Some(spec) = self.spec.as_mut() {
+                defaults::pod_spec(spec);
+            }
+        }
+        fn validate(&self) -> Causes {
+            validation::pod(self)
+        }
+        fn validate_update(&self, old: &Self) -> Causes {
+            validation::pod_update(old, self)
+        }
     };
-    ReplicaSet => |rs| rs.status = None;
-    Deployment => |d| d.status = None;
+    ReplicaSet => |rs| rs.status = None, {
+        fn apply_defaults(&mut self) {
+            defaults::replica_set(self);
+        }
+        fn validate(&self) -> Causes {
+            validation::replica_set(self)
+        }
+        fn validate_update(&self, old: &Self) -> Causes {
+            let selector = |o: &Self| o.spec.as_ref().and_then(|s| s.selector.clone());
+            validation::selector_update(selector(old).as_ref(), selector(self).as_ref())
+        }
+    };
+    Deployment => |d| d.status = None, {
+        fn apply_defaults(&mut self) {
+            defaults::deployment(self);
+        }
+        fn validate(&self) -> Causes {
+            validation::deployment(self)
+        }
+        fn validate_update(&self, old: &Self) -> Causes {
+            let selector = |o: &Self| o.spec.as_ref().and_then(|s| s.selector.clone());
+            validation::selector_update(selector(old).as_ref(), selector(self).as_ref())
+        }
+    };
 }
 
 impl Kind for Lease {
@@ -75,6 +128,9 @@ impl Kind for Lease {
 
 /// An Event is all data, no spec or status.
 impl Kind for Event {
+    fn name_rule(&self) -> NameRule {
+        NameRule::Any
+    }
     fn keep_status_of(&mut self, _: &Self) {}
     fn keep_spec_of(&mut self, _: &Self) {}
     fn spec_changed(&self, _: &Self) -> bool {

@@ -4,7 +4,9 @@
 //! served for every resource by one macro. Errors carry the Kubernetes
 //! Status in the gRPC status details.
 
+mod defaults;
 mod kinds;
+mod validation;
 mod verbs;
 
 pub use verbs::BOOTSTRAP_NAMESPACES;

@@ -44,6 +44,8 @@ pub(crate) async fn create<T: Kind>(
     meta.deletion_timestamp = None;
     meta.deletion_grace_period_seconds = None;
     object.prepare_for_create();
+    object.apply_defaults();
+    check(&object, object.validate())?;
     registry.create(object).await
 }
 
@@ -79,6 +81,9 @@ pub(crate) async fn update<T: Kind>(registry: &Registry<Store>, object: T) -> Re
     let updated = registry
         .update(object, |current, new| {
             new.keep_status_of(current);
+            new.apply_defaults();
+            check(new, new.validate())?;
+            check(new, new.validate_update(current))?;
             if new.spec_changed(current) {
                 new.metadata_mut().generation = current.metadata().generation + 1;
             }
@@ -86,6 +91,18 @@ pub(crate) async fn update<T: Kind>(registry: &Registry<Store>, object: T) -> Re
         })
         .await?;
     finish_deletion(registry, updated).await
+}
+
+/// Refuses an object with validation causes: Invalid, one cause per field.
+fn check<T: Kind>(object: &T, causes: super::validation::Causes) -> Result<(), ApiError> {
+    if causes.0.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::Invalid {
+        kind: T::KIND.into(),
+        name: object.metadata().name.clone(),
+        causes: causes.0,
+    })
 }
 
 /// A status write: spec and metadata stay as stored.
