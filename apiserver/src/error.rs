@@ -22,6 +22,8 @@ pub enum ApiError {
     Expired { requested: i64, oldest: i64 },
     #[error("forbidden: {0}")]
     Forbidden(String),
+    #[error("request entity too large: {0}")]
+    TooLarge(String),
     #[error("too many requests: {0}")]
     TooManyRequests(String),
     /// No quorum or no leader: retry on another peer or later.
@@ -41,6 +43,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Expired { .. } => "Expired",
             ApiError::Forbidden(_) => "Forbidden",
+            ApiError::TooLarge(_) => "RequestEntityTooLarge",
             ApiError::TooManyRequests(_) => "TooManyRequests",
             ApiError::Unavailable(_) => "ServiceUnavailable",
             ApiError::Internal(_) => "InternalError",
@@ -55,6 +58,7 @@ impl ApiError {
             ApiError::BadRequest(_) => 400,
             ApiError::Expired { .. } => 410,
             ApiError::Forbidden(_) => 403,
+            ApiError::TooLarge(_) => 413,
             ApiError::TooManyRequests(_) => 429,
             ApiError::Unavailable(_) => 503,
             ApiError::Internal(_) => 500,
@@ -69,7 +73,7 @@ impl ApiError {
             ApiError::Invalid { .. } | ApiError::BadRequest(_) => tonic::Code::InvalidArgument,
             ApiError::Expired { .. } => tonic::Code::OutOfRange,
             ApiError::Forbidden(_) => tonic::Code::PermissionDenied,
-            ApiError::TooManyRequests(_) => tonic::Code::ResourceExhausted,
+            ApiError::TooManyRequests(_) | ApiError::TooLarge(_) => tonic::Code::ResourceExhausted,
             ApiError::Unavailable(_) => tonic::Code::Unavailable,
             ApiError::Internal(_) => tonic::Code::Internal,
         }

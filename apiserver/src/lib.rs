@@ -7,11 +7,13 @@
 //! etcd v3 API) and its health and metrics endpoints; see [`serve`].
 
 pub mod api;
+mod compactor;
 mod error;
 mod health;
 mod peer;
 pub mod registry;
 
+pub use compactor::spawn_compactor;
 pub use error::ApiError;
 pub use peer::{serve, PeerConfig, ServeError};
 pub use registry::Registry;

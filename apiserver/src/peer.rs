@@ -26,6 +26,8 @@ pub struct PeerConfig {
     pub initial_peers: BTreeMap<NodeId, String>,
     pub heartbeat: Duration,
     pub election_timeout: (Duration, Duration),
+    /// How much of the store's history is kept for watches and past reads.
+    pub history_retention: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,12 +88,19 @@ pub async fn serve(config: PeerConfig, stop: CancellationToken) -> Result<(), Se
         );
     let http = health::serve(http_listener, store.clone(), metrics, stop.clone());
 
+    let compactor = crate::spawn_compactor(
+        store.clone(),
+        config.history_retention,
+        (config.history_retention / 5).clamp(Duration::from_millis(100), Duration::from_secs(60)),
+        stop.clone(),
+    );
     let bootstrap = async {
         bootstrap(store.clone(), &config, stop.clone()).await;
         create_namespaces(&api, &stop).await;
     };
     tracing::info!(id = config.id, listen = %config.listen, http = %config.http, "peer serving");
     let (grpc, _, _) = tokio::join!(grpc, http, bootstrap);
+    let _ = compactor.await;
     store.shutdown().await;
     grpc.map_err(|e| ServeError::Grpc(e.to_string()))
 }

@@ -538,3 +538,15 @@ async fn defaults_and_immutable_fields() {
     );
     f.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_over_the_size_limit_are_refused() {
+    let f = fixture().await;
+    let mut big = pod("big");
+    big.spec.as_mut().unwrap().containers[0].args = vec!["x".repeat(1600 * 1024)];
+    let err = PodsClient::new(f.channel.clone()).create(big).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    let status = status_of(&err);
+    assert_eq!((status.reason.as_str(), status.code), ("RequestEntityTooLarge", 413));
+    f.stop().await;
+}

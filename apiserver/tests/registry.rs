@@ -200,3 +200,38 @@ async fn watch_reports_changes_and_selector_moves() {
     assert!(matches!(next(&mut web).await, WatchEvent::Bookmark(_)));
     f.store.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_compacted_after_the_retention_window() {
+    let f = fixture().await;
+    let first = f.registry.create(pod("default", "old", &[], "")).await.unwrap();
+    let old_rv = first.metadata().resource_version.clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let compactor = berth_apiserver::spawn_compactor(
+        f.store.clone(),
+        Duration::from_millis(200),
+        Duration::from_millis(50),
+        stop.clone(),
+    );
+    // Keep writing until a watch from the first revision is refused.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut i = 0;
+    loop {
+        f.registry.create(pod("default", &format!("new-{i}"), &[], "")).await.unwrap();
+        i += 1;
+        let mut watch = f.registry.watch::<Pod>(Some("default"), &old_rv, "", None).unwrap();
+        let first_event =
+            tokio::time::timeout(Duration::from_secs(5), watch.next()).await.unwrap().unwrap();
+        if let Err(ApiError::Expired { .. }) = first_event {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "history was never compacted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // What is current is still there.
+    let listed = f.registry.list::<Pod>(Some("default"), &ListOptions::default()).await.unwrap();
+    assert_eq!(listed.items.len(), i + 1);
+    stop.cancel();
+    compactor.await.unwrap();
+    f.store.shutdown().await;
+}

@@ -37,6 +37,10 @@ pub struct ServerArgs {
     /// Election timeout range in milliseconds, MIN-MAX
     #[arg(long, default_value = "400-800")]
     election_timeout_ms: String,
+    /// Seconds of store history kept for watches and reads at past
+    /// resourceVersions; older revisions are compacted away
+    #[arg(long, default_value_t = 300)]
+    history_retention_seconds: u64,
 }
 
 pub fn run(args: &ServerArgs) -> ExitCode {
@@ -78,6 +82,7 @@ fn serve(args: &ServerArgs) -> Result<()> {
         initial_peers,
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         election_timeout: (Duration::from_millis(min), Duration::from_millis(max)),
+        history_retention: Duration::from_secs(args.history_retention_seconds.max(1)),
     };
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async {

@@ -60,6 +60,24 @@ fn encode<T: Resource>(object: &T) -> Vec<u8> {
     stored.encode_to_vec()
 }
 
+/// Objects larger than this are refused, as Kubernetes refuses them (etcd's
+/// request limit is 1.5 MiB).
+pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
+
+/// The encoded object, or RequestEntityTooLarge when it is over the limit.
+fn encode_checked<T: Resource>(object: &T) -> Result<Vec<u8>, ApiError> {
+    let bytes = encode(object);
+    if bytes.len() > MAX_OBJECT_BYTES {
+        return Err(ApiError::TooLarge(format!(
+            "{} {:?} is {} bytes; objects may be at most {MAX_OBJECT_BYTES} bytes",
+            T::KIND,
+            object.metadata().name,
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
 fn parse_resource_version(rv: &str) -> Result<i64, ApiError> {
     rv.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
         ApiError::BadRequest(format!(
@@ -127,7 +145,7 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
             let put = RequestOp {
                 request: Some(request_op::Request::RequestPut(PutRequest {
                     key: key.clone().into_bytes(),
-                    value: encode(&object),
+                    value: encode_checked(&object)?,
                     ..Default::default()
                 })),
             };
@@ -222,7 +240,7 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
         let put = RequestOp {
             request: Some(request_op::Request::RequestPut(PutRequest {
                 key: key.clone().into_bytes(),
-                value: encode(&object),
+                value: encode_checked(&object)?,
                 ..Default::default()
             })),
         };
