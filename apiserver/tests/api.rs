@@ -46,6 +46,7 @@ async fn fixture() -> Fixture {
             .add_service(s.namespaces)
             .add_service(s.pods)
             .add_service(s.deployments)
+            .add_service(s.leases)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 token.cancelled(),
@@ -548,5 +549,72 @@ async fn objects_over_the_size_limit_are_refused() {
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
     let status = status_of(&err);
     assert_eq!((status.reason.as_str(), status.code), ("RequestEntityTooLarge", 413));
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_writer_is_refused_once_another_holder_takes_the_lease() {
+    use berth_proto::api_v1::leases_client::LeasesClient;
+    use berth_proto::coordination_v1::{Lease, LeaseSpec};
+    use berth_proto::MicroTime;
+    let f = fixture().await;
+    let mut leases = LeasesClient::new(f.channel.clone());
+    let lease = |holder: &str| Lease {
+        metadata: Some(ObjectMeta {
+            name: "scheduler".into(),
+            namespace: "kube-system".into(),
+            ..Default::default()
+        }),
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(15),
+            renew_time: Some(MicroTime::now()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let taken = leases.create(lease("a")).await.unwrap().into_inner();
+    let token_a =
+        format!("kube-system/scheduler/{}", taken.metadata.as_ref().unwrap().resource_version);
+    let fenced = |name: &str, token: &str| {
+        let mut request = tonic::Request::new(pod(name));
+        request.metadata_mut().insert("berth-fence", token.parse().unwrap());
+        request
+    };
+    let mut pods = PodsClient::new(f.channel.clone());
+    pods.create(fenced("by-a", &token_a)).await.unwrap();
+
+    // Renewing keeps the token valid: the holder did not change.
+    let mut renewed = taken.clone();
+    renewed.spec.as_mut().unwrap().renew_time =
+        Some(MicroTime::from_unix(MicroTime::now().unix_seconds() + 1, 0));
+    let renewed = leases.update(renewed).await.unwrap().into_inner();
+    pods.create(fenced("by-a-again", &token_a)).await.unwrap();
+
+    // Another holder takes the lease: a's writes are refused, b's pass.
+    let mut stolen = renewed.clone();
+    stolen.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    let stolen = leases.update(stolen).await.unwrap().into_inner();
+    let token_b =
+        format!("kube-system/scheduler/{}", stolen.metadata.as_ref().unwrap().resource_version);
+    let err = pods.create(fenced("stale", &token_a)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("fenced"), "{err:?}");
+    let err = pods
+        .delete({
+            let mut r = tonic::Request::new(DeleteRequest {
+                namespace: "default".into(),
+                name: "by-a".into(),
+                ..Default::default()
+            });
+            r.metadata_mut().insert("berth-fence", token_a.parse().unwrap());
+            r
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("fenced"), "{err:?}");
+    pods.create(fenced("by-b", &token_b)).await.unwrap();
+    let err = pods.create(fenced("junk", "no-slashes")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
     f.stop().await;
 }

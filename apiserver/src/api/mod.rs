@@ -46,9 +46,25 @@ pub struct Api {
     registry: Registry<Store>,
 }
 
+/// The request header a leader-elected writer's fencing token travels in:
+/// `<lease namespace>/<lease name>/<revision it took the lease at>`.
+pub const FENCE_HEADER: &str = "berth-fence";
+
 impl Api {
     pub fn new(registry: Registry<Store>) -> Api {
         Api { registry }
+    }
+
+    /// The registry for a write: fenced when the request carries a token.
+    fn registry_for<R>(&self, request: &Request<R>) -> Result<Registry<Store>, Status> {
+        let Some(value) = request.metadata().get(FENCE_HEADER) else {
+            return Ok(self.registry.clone());
+        };
+        let text = value
+            .to_str()
+            .map_err(|_| to_status(ApiError::BadRequest(format!("{FENCE_HEADER} is not text"))))?;
+        let fence = crate::registry::Fence::parse(text).map_err(to_status)?;
+        Ok(self.registry.fenced(fence))
     }
 
     /// Creates the namespaces every cluster starts with, if missing.
@@ -115,7 +131,7 @@ impl Api {
     }
 
     async fn scale<T>(
-        &self,
+        registry: &Registry<Store>,
         request: ScaleRequest,
         set: fn(&mut T, i32),
         read: fn(&T) -> (i32, String),
@@ -130,10 +146,9 @@ impl Api {
                 "must be greater than or equal to 0",
             ));
         }
-        let mut object: T =
-            verbs::get(&self.registry, &request.namespace, &request.name, "").await?;
+        let mut object: T = verbs::get(registry, &request.namespace, &request.name, "").await?;
         set(&mut object, request.replicas);
-        let object = verbs::update(&self.registry, object).await?;
+        let object = verbs::update(registry, object).await?;
         let (replicas, selector) = read(&object);
         Ok(Scale {
             api_version: "autoscaling/v1".into(),
@@ -166,7 +181,7 @@ macro_rules! resource_service {
         #[tonic::async_trait]
         impl $module::$trait for Api {
             async fn create(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
-                verbs::create(&self.registry, r.into_inner()).await.map(Response::new).map_err(to_status)
+                verbs::create(&self.registry_for(&r)?, r.into_inner()).await.map(Response::new).map_err(to_status)
             }
 
             async fn get(&self, r: Request<GetRequest>) -> Result<Response<$ty>, Status> {
@@ -193,19 +208,19 @@ macro_rules! resource_service {
             }
 
             async fn update(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
-                verbs::update(&self.registry, r.into_inner()).await.map(Response::new).map_err(to_status)
+                verbs::update(&self.registry_for(&r)?, r.into_inner()).await.map(Response::new).map_err(to_status)
             }
 
             async fn update_status(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
-                verbs::update_status(&self.registry, r.into_inner()).await.map(Response::new).map_err(to_status)
+                verbs::update_status(&self.registry_for(&r)?, r.into_inner()).await.map(Response::new).map_err(to_status)
             }
 
             async fn patch(&self, r: Request<PatchRequest>) -> Result<Response<$ty>, Status> {
-                verbs::patch(&self.registry, &r.into_inner()).await.map(Response::new).map_err(to_status)
+                verbs::patch(&self.registry_for(&r)?, &r.into_inner()).await.map(Response::new).map_err(to_status)
             }
 
             async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<$ty>, Status> {
-                verbs::delete(&self.registry, &r.into_inner()).await.map(Response::new).map_err(to_status)
+                verbs::delete(&self.registry_for(&r)?, &r.into_inner()).await.map(Response::new).map_err(to_status)
             }
 
             type WatchStream = Stream<$event>;
@@ -227,12 +242,13 @@ resource_service!(events_server::Events, Event, EventList, EventWatchEvent {});
 resource_service!(leases_server::Leases, Lease, LeaseList, LeaseWatchEvent {});
 resource_service!(pods_server::Pods, Pod, PodList, PodWatchEvent {
     async fn bind(&self, r: Request<Binding>) -> Result<Response<Pod>, Status> {
-        verbs::bind(&self.registry, r.into_inner()).await.map(Response::new).map_err(to_status)
+        verbs::bind(&self.registry_for(&r)?, r.into_inner()).await.map(Response::new).map_err(to_status)
     }
 });
 resource_service!(replica_sets_server::ReplicaSets, ReplicaSet, ReplicaSetList, ReplicaSetWatchEvent {
     async fn scale(&self, r: Request<ScaleRequest>) -> Result<Response<Scale>, Status> {
-        self.scale::<ReplicaSet>(
+        Api::scale::<ReplicaSet>(
+            &self.registry_for(&r)?,
             r.into_inner(),
             |rs, n| rs.spec.get_or_insert_with(Default::default).replicas = Some(n),
             |rs| (rs.status.as_ref().map_or(0, |s| s.replicas), selector_string(rs.spec.as_ref().and_then(|s| s.selector.as_ref()))),
@@ -244,7 +260,8 @@ resource_service!(replica_sets_server::ReplicaSets, ReplicaSet, ReplicaSetList, 
 });
 resource_service!(deployments_server::Deployments, Deployment, DeploymentList, DeploymentWatchEvent {
     async fn scale(&self, r: Request<ScaleRequest>) -> Result<Response<Scale>, Status> {
-        self.scale::<Deployment>(
+        Api::scale::<Deployment>(
+            &self.registry_for(&r)?,
             r.into_inner(),
             |d, n| d.spec.get_or_insert_with(Default::default).replicas = Some(n),
             |d| (d.status.as_ref().map_or(0, |s| s.replicas), selector_string(d.spec.as_ref().and_then(|s| s.selector.as_ref()))),

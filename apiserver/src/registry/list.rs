@@ -88,7 +88,7 @@ fn parse_fields(selector: &str, allowed: &[&str]) -> Result<Vec<FieldRequirement
 }
 
 /// The value of a selectable field of an object, via its JSON form.
-fn field_value<T: Resource>(object: &T, path: &str) -> String {
+pub(crate) fn field_value<T: Resource>(object: &T, path: &str) -> String {
     let json = serde_json::to_value(object).unwrap_or_default();
     let mut at = &json;
     for part in path.split('.') {

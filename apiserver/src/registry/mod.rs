@@ -109,11 +109,106 @@ fn get_op(key: &str) -> RequestOp {
 #[derive(Clone)]
 pub struct Registry<S> {
     store: S,
+    fence: Option<Fence>,
+}
+
+/// A leader-elected writer's proof that it still leads: its Lease and the
+/// revision at which it took the Lease (the Lease's resourceVersion then).
+/// A fenced write is checked in the same transaction as the write and
+/// refused once another holder has taken the Lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub namespace: String,
+    pub name: String,
+    pub revision: i64,
+}
+
+impl Fence {
+    /// Parses the `berth-fence` header: `<namespace>/<name>/<revision>`.
+    pub fn parse(text: &str) -> Result<Fence, ApiError> {
+        let bad = || {
+            ApiError::BadRequest(format!(
+                "invalid fencing token {text:?}: want <namespace>/<name>/<revision>"
+            ))
+        };
+        let mut parts = text.splitn(3, '/');
+        let (Some(namespace), Some(name), Some(revision)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let revision = revision.parse::<i64>().ok().filter(|r| *r > 0).ok_or_else(bad)?;
+        if namespace.is_empty() || name.is_empty() {
+            return Err(bad());
+        }
+        Ok(Fence { namespace: namespace.into(), name: name.into(), revision })
+    }
+
+    fn key(&self) -> String {
+        holder_key(&self.namespace, &self.name)
+    }
+}
+
+/// Where the store records who holds a Lease: written only when the holder
+/// changes, so its mod revision is when the current holder took the Lease.
+fn holder_key(namespace: &str, name: &str) -> String {
+    format!("/registry/leaseholders/{namespace}/{name}")
+}
+
+/// The write that keeps a Lease's holder record current, when the holder
+/// changes (or the Lease is new).
+fn holder_ops<T: Resource>(old: Option<&T>, new: Option<&T>) -> Option<RequestOp> {
+    let new = new.filter(|_| T::KIND == "Lease")?;
+    let holder = |o: &T| list::field_value(o, "spec.holderIdentity");
+    if old.map(holder) == Some(holder(new)) {
+        return None;
+    }
+    let key = holder_key(&new.metadata().namespace, &new.metadata().name);
+    Some(RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: key.into_bytes(),
+            value: holder(new).into_bytes(),
+            ..Default::default()
+        })),
+    })
 }
 
 impl<S: KeyValue + Clone + 'static> Registry<S> {
     pub fn new(store: S) -> Self {
-        Registry { store }
+        Registry { store, fence: None }
+    }
+
+    /// The same registry, with every write checked against `fence`.
+    pub fn fenced(&self, fence: Fence) -> Registry<S> {
+        Registry { store: self.store.clone(), fence: Some(fence) }
+    }
+
+    /// Adds the fence's compare to a transaction, and a read of the holder
+    /// record to its failure branch so a refusal can say why.
+    fn guard(&self, txn: &mut TxnRequest) {
+        if let Some(fence) = &self.fence {
+            txn.compare.push(compare_mod(&fence.key(), fence.revision));
+            txn.failure.push(get_op(&fence.key()));
+        }
+    }
+
+    /// After a failed guarded transaction: was it the fence?
+    fn check_fence(
+        &self,
+        response: &berth_proto::etcd::etcdserverpb::TxnResponse,
+    ) -> Result<(), ApiError> {
+        let Some(fence) = &self.fence else { return Ok(()) };
+        let holder = response.responses.last().and_then(|r| match &r.response {
+            Some(response_op::Response::ResponseRange(range)) => range.kvs.first().cloned(),
+            _ => None,
+        });
+        match holder {
+            Some(kv) if kv.mod_revision == fence.revision => Ok(()),
+            _ => Err(ApiError::Forbidden(format!(
+                "fenced: lease {}/{} has changed holder since revision {}; this writer no longer leads",
+                fence.namespace, fence.name, fence.revision
+            ))),
+        }
     }
 
     pub fn store(&self) -> &S {
@@ -156,8 +251,14 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
                 target_union: Some(TargetUnion::CreateRevision(0)),
                 ..Default::default()
             };
-            let txn = TxnRequest { compare: vec![absent], success: vec![put], failure: vec![] };
+            let mut success = vec![put];
+            success.extend(holder_ops(None, Some(&object)));
+            let mut txn = TxnRequest { compare: vec![absent], success, failure: vec![] };
+            self.guard(&mut txn);
             let response = self.store.txn(txn).await?;
+            if !response.succeeded {
+                self.check_fence(&response)?;
+            }
             if response.succeeded {
                 let revision = response.header.map_or(0, |h| h.revision);
                 object.metadata_mut().resource_version = revision.to_string();
@@ -244,13 +345,17 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
                 ..Default::default()
             })),
         };
-        let txn = TxnRequest {
+        let mut success = vec![put];
+        success.extend(holder_ops(Some(&current), Some(&object)));
+        let mut txn = TxnRequest {
             compare: vec![compare_mod(&key, expected)],
-            success: vec![put],
+            success,
             failure: vec![get_op(&key)],
         };
+        self.guard(&mut txn);
         let response = self.store.txn(txn).await?;
         if !response.succeeded {
+            self.check_fence(&response)?;
             return Err(missing_or_conflict::<T>(&name, &response.responses));
         }
         let revision = response.header.map_or(0, |h| h.revision);
@@ -281,13 +386,17 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
                 ..Default::default()
             })),
         };
-        let txn = TxnRequest {
+        let mut success = vec![delete];
+        success.extend(lease_forgotten::<T>(namespace, name));
+        let mut txn = TxnRequest {
             compare: vec![compare_mod(&key, expected)],
-            success: vec![delete],
+            success,
             failure: vec![get_op(&key)],
         };
+        self.guard(&mut txn);
         let response = self.store.txn(txn).await?;
         if !response.succeeded {
+            self.check_fence(&response)?;
             return Err(missing_or_conflict::<T>(name, &response.responses));
         }
         let deleted = response.responses.first().and_then(|r| match &r.response {
@@ -304,6 +413,16 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
             None => Err(ApiError::NotFound { kind: T::PLURAL.into(), name: name.into() }),
         }
     }
+}
+
+/// A deleted Lease takes its holder record with it.
+fn lease_forgotten<T: Resource>(namespace: &str, name: &str) -> Option<RequestOp> {
+    (T::KIND == "Lease").then(|| RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+            key: holder_key(namespace, name).into_bytes(),
+            ..Default::default()
+        })),
+    })
 }
 
 fn missing_or_conflict<T: Resource>(
