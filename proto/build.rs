@@ -58,6 +58,9 @@ const ALWAYS_EMITTED: &[&str] = &[
 fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(PROTOS, ["proto"])?;
+    // The descriptors themselves, for gRPC server reflection.
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("descriptors.bin"), prost::Message::encode_to_vec(&fds))?;
 
     let mut builder = tonic_prost_build::configure().btree_map(".");
     for (proto, rust) in EXTERN {

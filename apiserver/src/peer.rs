@@ -67,7 +67,21 @@ pub async fn serve(config: PeerConfig, stop: CancellationToken) -> Result<(), Se
     let etcd = etcd_services(store.clone());
     let api = crate::api::Api::new(crate::Registry::new(store.clone()));
     let resources = crate::api::services(api.clone());
+    let (health, health_service) = tonic_health::server::health_reporter();
+    // Both versions of the reflection protocol: grpcurl asks v1, most
+    // language libraries still v1alpha.
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Grpc(format!("reflection: {e}")))?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Grpc(format!("reflection: {e}")))?;
     let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(peer_service(store.clone()))
         .add_service(resources.namespaces)
         .add_service(resources.nodes)
@@ -97,6 +111,12 @@ pub async fn serve(config: PeerConfig, stop: CancellationToken) -> Result<(), Se
     let bootstrap = async {
         bootstrap(store.clone(), &config, stop.clone()).await;
         create_namespaces(&api, &stop).await;
+        // Serving: the cluster takes writes (the standard health service
+        // answers SERVING for "" and each berth service from here on).
+        health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        for service in crate::api::SERVICE_NAMES {
+            health.set_service_status(*service, tonic_health::ServingStatus::Serving).await;
+        }
     };
     tracing::info!(id = config.id, listen = %config.listen, http = %config.http, "peer serving");
     let (grpc, _, _) = tokio::join!(grpc, http, bootstrap);

@@ -113,6 +113,31 @@ fn three_server_processes_form_a_cluster_and_survive_a_kill() {
         println!("SKIPPED (etcd API part): etcdctl not found; scripts/setup installs etcd-client");
     }
 
+    // A client in another language finds the API by reflection.
+    let python_grpc =
+        Command::new("python3").args(["-c", "import grpc, grpc_reflection, grpc_health"]).status();
+    if python_grpc.is_ok_and(|s| s.success()) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc_reflection_client.py");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = Command::new("python3").arg(script).arg(&peers.grpc[2]).output().unwrap();
+            let printed = String::from_utf8_lossy(&out.stdout);
+            if out.status.success() && printed.trim() == "default kube-node-lease kube-system" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "python client: {printed}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    } else {
+        println!(
+            "SKIPPED (gRPC reflection part): Python grpcio not found; scripts/setup installs it"
+        );
+    }
+
     // Kill one peer: the other two stay (or become) ready.
     peers.kill(0);
     wait_ready(&peers.http[1]);

@@ -68,6 +68,10 @@ pub use generated::berth::core::v1 as core_v1;
 /// metav1: ObjectMeta, LabelSelector, Status.
 pub use generated::berth::meta::v1 as meta_v1;
 
+/// Every message and service as an encoded FileDescriptorSet, for gRPC
+/// server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
+
 mod codec;
 mod int_or_string;
 pub mod labels;

@@ -288,6 +288,17 @@ fn selector_string(selector: Option<&berth_proto::meta_v1::LabelSelector>) -> St
     terms.join(",")
 }
 
+/// The full gRPC names of the API's services.
+pub const SERVICE_NAMES: &[&str] = &[
+    "berth.api.v1.Namespaces",
+    "berth.api.v1.Nodes",
+    "berth.api.v1.Pods",
+    "berth.api.v1.Events",
+    "berth.api.v1.ReplicaSets",
+    "berth.api.v1.Deployments",
+    "berth.api.v1.Leases",
+];
+
 /// Every resource service of the API, to add to a tonic server.
 pub struct ApiServices {
     pub namespaces: namespaces_server::NamespacesServer<Api>,
