@@ -42,6 +42,9 @@ pub enum ServeError {
     NotAPeer { id: NodeId, peers: Vec<NodeId> },
 }
 
+/// How long open streams may delay a stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// Runs the peer until `stop` is cancelled.
 pub async fn serve(config: PeerConfig, stop: CancellationToken) -> Result<(), ServeError> {
     if !config.initial_peers.is_empty() && !config.initial_peers.contains_key(&config.id) {
@@ -65,7 +68,7 @@ pub async fn serve(config: PeerConfig, stop: CancellationToken) -> Result<(), Se
     let store = Store::open(store_config).await?;
 
     let etcd = etcd_services(store.clone());
-    let api = crate::api::Api::new(crate::Registry::new(store.clone()));
+    let api = crate::api::Api::new(crate::Registry::new(store.clone()), stop.clone());
     let resources = crate::api::services(api.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     // Both versions of the reflection protocol: grpcurl asks v1, most
@@ -119,10 +122,18 @@ pub async fn serve(config: PeerConfig, stop: CancellationToken) -> Result<(), Se
         }
     };
     tracing::info!(id = config.id, listen = %config.listen, http = %config.http, "peer serving");
+    // Streams that outlive the stop (an etcd watch, say) get a moment to
+    // close, then the server goes regardless.
+    let grpc = async {
+        tokio::select! {
+            result = grpc => result.map_err(|e| ServeError::Grpc(e.to_string())),
+            _ = async { stop.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => Ok(()),
+        }
+    };
     let (grpc, _, _) = tokio::join!(grpc, http, bootstrap);
     let _ = compactor.await;
     store.shutdown().await;
-    grpc.map_err(|e| ServeError::Grpc(e.to_string()))
+    grpc
 }
 
 /// Makes sure the namespaces every cluster starts with exist, once the

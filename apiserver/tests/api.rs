@@ -30,7 +30,8 @@ async fn fixture() -> Fixture {
     config.heartbeat = Duration::from_millis(50);
     let store = Store::open(config).await.unwrap();
     store.initialize(BTreeMap::from([(1, "127.0.0.1:1".to_string())])).await.unwrap();
-    let api = Api::new(Registry::new(store.clone()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let api = Api::new(Registry::new(store.clone()), stop.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while api.bootstrap().await.is_err() {
         assert!(tokio::time::Instant::now() < deadline, "bootstrap namespaces never created");
@@ -39,7 +40,6 @@ async fn fixture() -> Fixture {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let s = services(api);
-    let stop = tokio_util::sync::CancellationToken::new();
     let token = stop.clone();
     tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()

@@ -44,6 +44,8 @@ pub fn to_status(e: ApiError) -> Status {
 #[derive(Clone)]
 pub struct Api {
     registry: Registry<Store>,
+    /// Ends every watch stream when the server stops.
+    stop: tokio_util::sync::CancellationToken,
 }
 
 /// The request header a leader-elected writer's fencing token travels in:
@@ -51,8 +53,10 @@ pub struct Api {
 pub const FENCE_HEADER: &str = "berth-fence";
 
 impl Api {
-    pub fn new(registry: Registry<Store>) -> Api {
-        Api { registry }
+    /// The API over `registry`; its watch streams end when `stop` is
+    /// cancelled, so a server can shut down while clients still watch.
+    pub fn new(registry: Registry<Store>, stop: tokio_util::sync::CancellationToken) -> Api {
+        Api { registry, stop }
     }
 
     /// The registry for a write: fenced when the request carries a token.
@@ -102,10 +106,16 @@ impl Api {
         )?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let allow_bookmarks = request.allow_watch_bookmarks;
-        // The task ends when the client goes away (the send fails) or the
-        // watch ends; it owns the store watch, which stops with it.
+        let stop = self.stop.clone();
+        // The task ends when the client goes away (the send fails), the
+        // watch ends or the server stops; it owns the store watch, which
+        // stops with it.
         tokio::spawn(async move {
-            while let Some(event) = watch.next().await {
+            loop {
+                let event = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    event = watch.next() => match event { Some(e) => e, None => return },
+                };
                 let message = match event {
                     Ok(WatchEvent::Added(o)) => Ok(wrap("ADDED".into(), o)),
                     Ok(WatchEvent::Modified(o)) => Ok(wrap("MODIFIED".into(), o)),
