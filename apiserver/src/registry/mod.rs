@@ -192,6 +192,29 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
         }
     }
 
+    /// Runs `success` only if the object at `key` is still at `expected` (and
+    /// the fence, if any, holds); otherwise says which precondition failed.
+    async fn write_if_unchanged<T: Resource>(
+        &self,
+        key: &str,
+        name: &str,
+        expected: i64,
+        success: Vec<RequestOp>,
+    ) -> Result<berth_proto::etcd::etcdserverpb::TxnResponse, ApiError> {
+        let mut txn = TxnRequest {
+            compare: vec![compare_mod(key, expected)],
+            success,
+            failure: vec![get_op(key)],
+        };
+        self.guard(&mut txn);
+        let response = self.store.txn(txn).await?;
+        if !response.succeeded {
+            self.check_fence(&response)?;
+            return Err(missing_or_conflict::<T>(name, &response.responses));
+        }
+        Ok(response)
+    }
+
     /// After a failed guarded transaction: was it the fence?
     fn check_fence(
         &self,
@@ -347,17 +370,7 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
         };
         let mut success = vec![put];
         success.extend(holder_ops(Some(&current), Some(&object)));
-        let mut txn = TxnRequest {
-            compare: vec![compare_mod(&key, expected)],
-            success,
-            failure: vec![get_op(&key)],
-        };
-        self.guard(&mut txn);
-        let response = self.store.txn(txn).await?;
-        if !response.succeeded {
-            self.check_fence(&response)?;
-            return Err(missing_or_conflict::<T>(&name, &response.responses));
-        }
+        let response = self.write_if_unchanged::<T>(&key, &name, expected, success).await?;
         let revision = response.header.map_or(0, |h| h.revision);
         object.metadata_mut().resource_version = revision.to_string();
         Ok(object)
@@ -388,17 +401,7 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
         };
         let mut success = vec![delete];
         success.extend(lease_forgotten::<T>(namespace, name));
-        let mut txn = TxnRequest {
-            compare: vec![compare_mod(&key, expected)],
-            success,
-            failure: vec![get_op(&key)],
-        };
-        self.guard(&mut txn);
-        let response = self.store.txn(txn).await?;
-        if !response.succeeded {
-            self.check_fence(&response)?;
-            return Err(missing_or_conflict::<T>(name, &response.responses));
-        }
+        let response = self.write_if_unchanged::<T>(&key, name, expected, success).await?;
         let deleted = response.responses.first().and_then(|r| match &r.response {
             Some(response_op::Response::ResponseDeleteRange(d)) => d.prev_kvs.first().cloned(),
             _ => None,
