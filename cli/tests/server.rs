@@ -123,6 +123,15 @@ fn three_server_processes_form_a_cluster_and_survive_a_kill() {
             let out = Command::new("python3").arg(script).arg(&peers.grpc[2]).output().unwrap();
             let printed = String::from_utf8_lossy(&out.stdout);
             if out.status.success() && printed.trim() == "default kube-node-lease kube-system" {
+                // Requests are counted by verb, resource and code.
+                let (_, metrics) = http_get(&peers.http[2], "/metrics").unwrap();
+                let counted = metrics.lines().any(|l| {
+                    l.starts_with("berth_apiserver_requests_total{")
+                        && l.contains("verb=\"list\"")
+                        && l.contains("resource=\"namespaces\"")
+                        && l.contains("code=\"OK\"")
+                });
+                assert!(counted, "{metrics}");
                 break;
             }
             assert!(

@@ -176,6 +176,29 @@ impl Api {
     }
 }
 
+/// Runs one request and counts it by verb, resource and code, with its
+/// latency and the requests in flight.
+async fn measured<T>(
+    verb: &'static str,
+    resource: &'static str,
+    call: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let started = std::time::Instant::now();
+    let in_flight = metrics::gauge!("berth_apiserver_requests_in_flight");
+    in_flight.increment(1.0);
+    let result = call.await;
+    in_flight.decrement(1.0);
+    let code = match &result {
+        Ok(_) => "OK".to_string(),
+        Err(status) => format!("{:?}", status.code()),
+    };
+    metrics::counter!("berth_apiserver_requests_total", "verb" => verb, "resource" => resource, "code" => code)
+        .increment(1);
+    metrics::histogram!("berth_apiserver_request_duration_seconds", "verb" => verb, "resource" => resource)
+        .record(started.elapsed().as_secs_f64());
+    result
+}
+
 fn list_options(r: &ListRequest) -> ListOptions {
     ListOptions {
         label_selector: r.label_selector.clone(),
@@ -191,54 +214,82 @@ macro_rules! resource_service {
         #[tonic::async_trait]
         impl $module::$trait for Api {
             async fn create(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
-                verbs::create(&self.registry_for(&r)?, r.into_inner()).await.map(Response::new).map_err(to_status)
+                measured("create", <$ty>::PLURAL, async {
+                    verbs::create(&self.registry_for(&r)?, r.into_inner()).await.map(Response::new).map_err(to_status)
+                })
+                .await
             }
 
             async fn get(&self, r: Request<GetRequest>) -> Result<Response<$ty>, Status> {
-                let r = r.into_inner();
-                verbs::get(&self.registry, &r.namespace, &r.name, &r.resource_version)
-                    .await
-                    .map(Response::new)
-                    .map_err(to_status)
+                measured("get", <$ty>::PLURAL, async {
+                    let r = r.into_inner();
+                    verbs::get(&self.registry, &r.namespace, &r.name, &r.resource_version)
+                        .await
+                        .map(Response::new)
+                        .map_err(to_status)
+                })
+                .await
             }
 
             async fn list(&self, r: Request<ListRequest>) -> Result<Response<$list>, Status> {
-                let r = r.into_inner();
-                let result = verbs::list::<$ty>(&self.registry, &r.namespace, &list_options(&r)).await.map_err(to_status)?;
-                Ok(Response::new($list {
-                    api_version: <$ty>::API_VERSION.into(),
-                    kind: format!("{}List", <$ty>::KIND),
-                    metadata: Some(ListMeta {
-                        resource_version: result.resource_version,
-                        r#continue: result.continue_token,
-                        remaining_item_count: None,
-                    }),
-                    items: result.items,
-                }))
+                measured("list", <$ty>::PLURAL, async {
+                    let r = r.into_inner();
+                    let result =
+                        verbs::list::<$ty>(&self.registry, &r.namespace, &list_options(&r)).await.map_err(to_status)?;
+                    Ok(Response::new($list {
+                        api_version: <$ty>::API_VERSION.into(),
+                        kind: format!("{}List", <$ty>::KIND),
+                        metadata: Some(ListMeta {
+                            resource_version: result.resource_version,
+                            r#continue: result.continue_token,
+                            remaining_item_count: None,
+                        }),
+                        items: result.items,
+                    }))
+                })
+                .await
             }
 
             async fn update(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
-                verbs::update(&self.registry_for(&r)?, r.into_inner()).await.map(Response::new).map_err(to_status)
+                measured("update", <$ty>::PLURAL, async {
+                    verbs::update(&self.registry_for(&r)?, r.into_inner()).await.map(Response::new).map_err(to_status)
+                })
+                .await
             }
 
             async fn update_status(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
-                verbs::update_status(&self.registry_for(&r)?, r.into_inner()).await.map(Response::new).map_err(to_status)
+                measured("update_status", <$ty>::PLURAL, async {
+                    verbs::update_status(&self.registry_for(&r)?, r.into_inner())
+                        .await
+                        .map(Response::new)
+                        .map_err(to_status)
+                })
+                .await
             }
 
             async fn patch(&self, r: Request<PatchRequest>) -> Result<Response<$ty>, Status> {
-                verbs::patch(&self.registry_for(&r)?, &r.into_inner()).await.map(Response::new).map_err(to_status)
+                measured("patch", <$ty>::PLURAL, async {
+                    verbs::patch(&self.registry_for(&r)?, &r.into_inner()).await.map(Response::new).map_err(to_status)
+                })
+                .await
             }
 
             async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<$ty>, Status> {
-                verbs::delete(&self.registry_for(&r)?, &r.into_inner()).await.map(Response::new).map_err(to_status)
+                measured("delete", <$ty>::PLURAL, async {
+                    verbs::delete(&self.registry_for(&r)?, &r.into_inner()).await.map(Response::new).map_err(to_status)
+                })
+                .await
             }
 
             type WatchStream = Stream<$event>;
 
             async fn watch(&self, r: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-                Api::watch::<$ty, $event>(self, r.into_inner(), |r#type, object| $event { r#type, object: Some(object) })
-                    .map(Response::new)
-                    .map_err(to_status)
+                measured("watch", <$ty>::PLURAL, async {
+                    Api::watch::<$ty, $event>(self, r.into_inner(), |r#type, object| $event { r#type, object: Some(object) })
+                        .map(Response::new)
+                        .map_err(to_status)
+                })
+                .await
             }
 
             $($extra)*
@@ -252,7 +303,10 @@ resource_service!(events_server::Events, Event, EventList, EventWatchEvent {});
 resource_service!(leases_server::Leases, Lease, LeaseList, LeaseWatchEvent {});
 resource_service!(pods_server::Pods, Pod, PodList, PodWatchEvent {
     async fn bind(&self, r: Request<Binding>) -> Result<Response<Pod>, Status> {
-        verbs::bind(&self.registry_for(&r)?, r.into_inner()).await.map(Response::new).map_err(to_status)
+        measured("bind", "pods", async {
+            verbs::bind(&self.registry_for(&r)?, r.into_inner()).await.map(Response::new).map_err(to_status)
+        })
+        .await
     }
 });
 resource_service!(replica_sets_server::ReplicaSets, ReplicaSet, ReplicaSetList, ReplicaSetWatchEvent {
