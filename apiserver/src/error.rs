@@ -121,6 +121,11 @@ impl From<berth_raft_store::StoreError> for ApiError {
                 "resource version {requested} is newer than this peer's {current}"
             )),
             S::InvalidArgument(m) => ApiError::BadRequest(m),
+            S::LeaseNotFound(id) => ApiError::Conflict {
+                kind: "leases".into(),
+                name: id.to_string(),
+                reason: "the store lease expired before the write".into(),
+            },
             e => ApiError::Internal(e.to_string()),
         }
     }

@@ -28,6 +28,8 @@ pub struct PeerConfig {
     pub election_timeout: (Duration, Duration),
     /// How much of the store's history is kept for watches and past reads.
     pub history_retention: Duration,
+    /// How long Events live.
+    pub event_ttl: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +70,8 @@ pub async fn serve(config: PeerConfig, stop: CancellationToken) -> Result<(), Se
     let store = Store::open(store_config).await?;
 
     let etcd = etcd_services(store.clone());
-    let api = crate::api::Api::new(crate::Registry::new(store.clone()), stop.clone());
+    let api = crate::api::Api::new(crate::Registry::new(store.clone()), stop.clone())
+        .with_event_ttl(config.event_ttl);
     let resources = crate::api::services(api.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     // Both versions of the reflection protocol: grpcurl asks v1, most

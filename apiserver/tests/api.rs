@@ -31,7 +31,8 @@ async fn fixture() -> Fixture {
     let store = Store::open(config).await.unwrap();
     store.initialize(BTreeMap::from([(1, "127.0.0.1:1".to_string())])).await.unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let api = Api::new(Registry::new(store.clone()), stop.clone());
+    let api =
+        Api::new(Registry::new(store.clone()), stop.clone()).with_event_ttl(Duration::from_secs(1));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while api.bootstrap().await.is_err() {
         assert!(tokio::time::Instant::now() < deadline, "bootstrap namespaces never created");
@@ -47,6 +48,7 @@ async fn fixture() -> Fixture {
             .add_service(s.pods)
             .add_service(s.deployments)
             .add_service(s.leases)
+            .add_service(s.events)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 token.cancelled(),
@@ -616,5 +618,42 @@ async fn a_fenced_writer_is_refused_once_another_holder_takes_the_lease() {
     pods.create(fenced("by-b", &token_b)).await.unwrap();
     let err = pods.create(fenced("junk", "no-slashes")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_expire_after_their_ttl() {
+    use berth_proto::api_v1::events_client::EventsClient;
+    use berth_proto::core_v1::Event;
+    let f = fixture().await;
+    let mut events = EventsClient::new(f.channel.clone());
+    let event = Event {
+        metadata: Some(ObjectMeta {
+            name: "web.17c8".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        reason: "Scheduled".into(),
+        message: "assigned".into(),
+        r#type: "Normal".into(),
+        ..Default::default()
+    };
+    events.create(event).await.unwrap();
+    let get = || GetRequest {
+        namespace: "default".into(),
+        name: "web.17c8".into(),
+        ..Default::default()
+    };
+    assert!(events.get(get()).await.is_ok());
+    // The fixture's event TTL is one second (plus the lease-sharing window).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match events.get(get()).await {
+            Err(e) if e.code() == tonic::Code::NotFound => break,
+            _ => {}
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the event never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     f.stop().await;
 }

@@ -41,6 +41,9 @@ pub struct ServerArgs {
     /// resourceVersions; older revisions are compacted away
     #[arg(long, default_value_t = 300)]
     history_retention_seconds: u64,
+    /// Seconds an Event lives before the store removes it
+    #[arg(long, default_value_t = 3600)]
+    event_ttl_seconds: u64,
 }
 
 pub fn run(args: &ServerArgs) -> ExitCode {
@@ -83,6 +86,7 @@ fn serve(args: &ServerArgs) -> Result<()> {
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         election_timeout: (Duration::from_millis(min), Duration::from_millis(max)),
         history_retention: Duration::from_secs(args.history_retention_seconds.max(1)),
+        event_ttl: Duration::from_secs(args.event_ttl_seconds.max(1)),
     };
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async {

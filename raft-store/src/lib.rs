@@ -72,6 +72,9 @@ pub trait KeyValue: Send + Sync {
         request: CompactionRequest,
     ) -> impl Future<Output = Result<CompactionResponse, StoreError>> + Send;
     fn watch(&self, options: WatchOptions) -> Watch;
+    /// Grants a lease of `ttl_seconds`; keys put with it go when it expires.
+    fn lease_grant(&self, ttl_seconds: i64)
+        -> impl Future<Output = Result<i64, StoreError>> + Send;
 }
 
 impl KeyValue for Store {
@@ -107,5 +110,10 @@ impl KeyValue for Store {
     }
     fn watch(&self, options: WatchOptions) -> Watch {
         Store::watch(self, options)
+    }
+    async fn lease_grant(&self, ttl_seconds: i64) -> Result<i64, StoreError> {
+        let request =
+            berth_proto::etcd::etcdserverpb::LeaseGrantRequest { ttl: ttl_seconds, id: 0 };
+        Store::lease_grant(self, request).await.map(|r| r.id)
     }
 }

@@ -49,6 +49,7 @@ impl Cluster {
                 heartbeat: Duration::from_millis(50),
                 election_timeout: (Duration::from_millis(200), Duration::from_millis(400)),
                 history_retention: Duration::from_secs(300),
+                event_ttl: Duration::from_secs(3600),
             };
             let stop = CancellationToken::new();
             let token = stop.clone();

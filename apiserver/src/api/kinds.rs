@@ -36,6 +36,10 @@ pub(crate) trait Kind: Resource {
         validation::object_meta(&mut causes, self.metadata(), self.name_rule());
         causes
     }
+    /// Whether objects of this kind expire after the API's event TTL.
+    fn expires(&self) -> bool {
+        false
+    }
     /// What may not change from `old` to `self`.
     fn validate_update(&self, _old: &Self) -> Causes {
         Causes::default()
@@ -130,6 +134,9 @@ impl Kind for Lease {
 impl Kind for Event {
     fn name_rule(&self) -> NameRule {
         NameRule::Any
+    }
+    fn expires(&self) -> bool {
+        true
     }
     fn keep_status_of(&mut self, _: &Self) {}
     fn keep_spec_of(&mut self, _: &Self) {}

@@ -24,12 +24,16 @@ use berth_proto::core_v1::{
 use berth_proto::meta_v1::{ListMeta, ObjectMeta};
 use berth_proto::Resource;
 use berth_raft_store::Store;
+use kinds::Kind;
 use prost::Message;
 use std::pin::Pin;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+/// Kubernetes' default lifetime of an Event.
+pub const DEFAULT_EVENT_TTL: Duration = Duration::from_secs(3600);
 
 /// How often a watch that allows bookmarks gets one when nothing changes.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
@@ -46,6 +50,39 @@ pub struct Api {
     registry: Registry<Store>,
     /// Ends every watch stream when the server stops.
     stop: tokio_util::sync::CancellationToken,
+    events: std::sync::Arc<EventLeases>,
+}
+
+/// Events expire after a TTL through store leases, one shared by all the
+/// events created within a minute, so there is no lease per event.
+struct EventLeases {
+    ttl: Duration,
+    current: tokio::sync::Mutex<Option<(std::time::Instant, i64)>>,
+}
+
+/// How long one lease is shared by new events.
+const EVENT_LEASE_REUSE: Duration = Duration::from_secs(60);
+
+impl EventLeases {
+    fn new(ttl: Duration) -> EventLeases {
+        EventLeases { ttl, current: Default::default() }
+    }
+
+    /// The lease for an event created now: it outlives the TTL of every
+    /// event attached to it by at most the reuse window.
+    async fn lease(&self, registry: &Registry<Store>) -> Result<i64, ApiError> {
+        let mut current = self.current.lock().await;
+        if let Some((granted, id)) = *current {
+            if granted.elapsed() < EVENT_LEASE_REUSE.min(self.ttl) {
+                return Ok(id);
+            }
+        }
+        let reuse = EVENT_LEASE_REUSE.min(self.ttl);
+        let ttl = (self.ttl + reuse).as_secs().max(1) as i64;
+        let id = berth_raft_store::KeyValue::lease_grant(registry.store(), ttl).await?;
+        *current = Some((std::time::Instant::now(), id));
+        Ok(id)
+    }
 }
 
 /// The request header a leader-elected writer's fencing token travels in:
@@ -56,7 +93,13 @@ impl Api {
     /// The API over `registry`; its watch streams end when `stop` is
     /// cancelled, so a server can shut down while clients still watch.
     pub fn new(registry: Registry<Store>, stop: tokio_util::sync::CancellationToken) -> Api {
-        Api { registry, stop }
+        Api { registry, stop, events: std::sync::Arc::new(EventLeases::new(DEFAULT_EVENT_TTL)) }
+    }
+
+    /// Events expire `ttl` after they are created (one hour by default).
+    pub fn with_event_ttl(mut self, ttl: Duration) -> Api {
+        self.events = std::sync::Arc::new(EventLeases::new(ttl));
+        self
     }
 
     /// The registry for a write: fenced when the request carries a token.
@@ -78,7 +121,7 @@ impl Api {
                 metadata: Some(ObjectMeta { name: name.to_string(), ..Default::default() }),
                 ..Default::default()
             };
-            match verbs::create(&self.registry, ns).await {
+            match verbs::create(&self.registry, ns, 0).await {
                 Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -215,7 +258,9 @@ macro_rules! resource_service {
         impl $module::$trait for Api {
             async fn create(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
                 measured("create", <$ty>::PLURAL, async {
-                    verbs::create(&self.registry_for(&r)?, r.into_inner()).await.map(Response::new).map_err(to_status)
+                    let object = r.get_ref();
+                    let lease = if object.expires() { self.events.lease(&self.registry).await.map_err(to_status)? } else { 0 };
+                    verbs::create(&self.registry_for(&r)?, r.into_inner(), lease).await.map(Response::new).map_err(to_status)
                 })
                 .await
             }

@@ -16,9 +16,11 @@ pub const BOOTSTRAP_NAMESPACES: &[&str] = &["default", "kube-system", "kube-node
 /// A patch is retried this often when the object changes under it.
 const PATCH_ATTEMPTS: usize = 8;
 
+/// Creates an object; `lease` (non-zero) makes it go when the lease does.
 pub(crate) async fn create<T: Kind>(
     registry: &Registry<Store>,
     mut object: T,
+    lease: i64,
 ) -> Result<T, ApiError> {
     if T::NAMESPACED {
         let meta = object.metadata_mut();
@@ -46,7 +48,7 @@ pub(crate) async fn create<T: Kind>(
     object.prepare_for_create();
     object.apply_defaults();
     check(&object, object.validate())?;
-    registry.create(object).await
+    registry.create_leased(object, lease).await
 }
 
 pub(crate) async fn get<T: Kind>(

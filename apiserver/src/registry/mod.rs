@@ -241,7 +241,17 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
     /// Stores a new object: uid, creationTimestamp and generation 1 are set
     /// here, a name is generated from generateName when none is given, and
     /// the returned object carries its resourceVersion.
-    pub async fn create<T: Resource>(&self, mut object: T) -> Result<T, ApiError> {
+    pub async fn create<T: Resource>(&self, object: T) -> Result<T, ApiError> {
+        self.create_leased(object, 0).await
+    }
+
+    /// Like `create`, with the object attached to a store lease: it goes
+    /// away when the lease expires (Events use this for their TTL).
+    pub async fn create_leased<T: Resource>(
+        &self,
+        mut object: T,
+        lease: i64,
+    ) -> Result<T, ApiError> {
         object.set_type_meta();
         let generated =
             object.metadata().name.is_empty() && !object.metadata().generate_name.is_empty();
@@ -264,6 +274,7 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
                 request: Some(request_op::Request::RequestPut(PutRequest {
                     key: key.clone().into_bytes(),
                     value: encode_checked(&object)?,
+                    lease,
                     ..Default::default()
                 })),
             };
