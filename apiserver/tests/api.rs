@@ -31,8 +31,9 @@ async fn fixture() -> Fixture {
     let store = Store::open(config).await.unwrap();
     store.initialize(BTreeMap::from([(1, "127.0.0.1:1".to_string())])).await.unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let api =
-        Api::new(Registry::new(store.clone()), stop.clone()).with_event_ttl(Duration::from_secs(1));
+    let api = Api::new(Registry::new(store.clone()), stop.clone())
+        .with_event_ttl(Duration::from_secs(1))
+        .with_limits(64, 3);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while api.bootstrap().await.is_err() {
         assert!(tokio::time::Instant::now() < deadline, "bootstrap namespaces never created");
@@ -654,6 +655,33 @@ async fn events_expire_after_their_ttl() {
         }
         assert!(tokio::time::Instant::now() < deadline, "the event never expired");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_past_the_limit_are_refused_until_one_ends() {
+    let f = fixture().await;
+    let mut pods = PodsClient::new(f.channel.clone());
+    let watch = || WatchRequest { namespace: "default".into(), ..Default::default() };
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(pods.watch(watch()).await.unwrap().into_inner());
+    }
+    let err = pods.watch(watch()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    let status = status_of(&err);
+    assert_eq!((status.reason.as_str(), status.code), ("TooManyRequests", 429));
+    // A closed watch frees its slot once the server sees the stream go.
+    drop(open.pop());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match pods.watch(watch()).await {
+            Ok(_) => break,
+            Err(e) => assert_eq!(e.code(), tonic::Code::ResourceExhausted),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the slot was never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     f.stop().await;
 }

@@ -51,6 +51,39 @@ pub struct Api {
     /// Ends every watch stream when the server stops.
     stop: tokio_util::sync::CancellationToken,
     events: std::sync::Arc<EventLeases>,
+    limits: std::sync::Arc<Limits>,
+}
+
+/// Requests (not counting watches) one peer serves at once by default.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Watches one peer serves at once by default.
+pub const DEFAULT_MAX_WATCHERS: usize = 10_000;
+
+struct Limits {
+    in_flight: tokio::sync::Semaphore,
+    max_in_flight: usize,
+    watchers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    max_watchers: usize,
+}
+
+impl Limits {
+    fn new(in_flight: usize, watchers: usize) -> Limits {
+        Limits {
+            in_flight: tokio::sync::Semaphore::new(in_flight),
+            max_in_flight: in_flight,
+            watchers: Default::default(),
+            max_watchers: watchers,
+        }
+    }
+}
+
+/// Holds one watcher slot; frees it when the watch's task ends.
+struct WatcherSlot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for WatcherSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Events expire after a TTL through store leases, one shared by all the
@@ -93,7 +126,53 @@ impl Api {
     /// The API over `registry`; its watch streams end when `stop` is
     /// cancelled, so a server can shut down while clients still watch.
     pub fn new(registry: Registry<Store>, stop: tokio_util::sync::CancellationToken) -> Api {
-        Api { registry, stop, events: std::sync::Arc::new(EventLeases::new(DEFAULT_EVENT_TTL)) }
+        Api {
+            registry,
+            stop,
+            events: std::sync::Arc::new(EventLeases::new(DEFAULT_EVENT_TTL)),
+            limits: std::sync::Arc::new(Limits::new(DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_WATCHERS)),
+        }
+    }
+
+    /// At most `in_flight` requests (watches aside) and `watchers` watches
+    /// at once on this peer; more get TooManyRequests instead of queueing
+    /// without bound.
+    pub fn with_limits(mut self, in_flight: usize, watchers: usize) -> Api {
+        self.limits = std::sync::Arc::new(Limits::new(in_flight, watchers));
+        self
+    }
+
+    /// Runs one request within the in-flight limit and counts it by verb,
+    /// resource and code, with its latency and the requests in flight.
+    async fn measured<T>(
+        &self,
+        verb: &'static str,
+        resource: &'static str,
+        call: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let started = std::time::Instant::now();
+        let result = match self.limits.in_flight.try_acquire() {
+            Ok(_permit) => {
+                let in_flight = metrics::gauge!("berth_apiserver_requests_in_flight");
+                in_flight.increment(1.0);
+                let result = call.await;
+                in_flight.decrement(1.0);
+                result
+            }
+            Err(_) => Err(to_status(ApiError::TooManyRequests(format!(
+                "more than {} requests in flight on this peer; retry shortly",
+                self.limits.max_in_flight
+            )))),
+        };
+        let code = match &result {
+            Ok(_) => "OK".to_string(),
+            Err(status) => format!("{:?}", status.code()),
+        };
+        metrics::counter!("berth_apiserver_requests_total", "verb" => verb, "resource" => resource, "code" => code)
+            .increment(1);
+        metrics::histogram!("berth_apiserver_request_duration_seconds", "verb" => verb, "resource" => resource)
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 
     /// Events expire `ttl` after they are created (one hour by default).
@@ -138,6 +217,15 @@ impl Api {
         T: kinds::Kind + Send + 'static,
         E: Send + 'static,
     {
+        let watchers = &self.limits.watchers;
+        if watchers.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= self.limits.max_watchers {
+            watchers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(ApiError::TooManyRequests(format!(
+                "more than {} watches on this peer; retry later or on another peer",
+                self.limits.max_watchers
+            )));
+        }
+        let slot = WatcherSlot(watchers.clone());
         let namespace =
             (T::NAMESPACED && !request.namespace.is_empty()).then_some(request.namespace.as_str());
         let bookmarks = request.allow_watch_bookmarks.then_some(BOOKMARK_EVERY);
@@ -154,9 +242,12 @@ impl Api {
         // watch ends or the server stops; it owns the store watch, which
         // stops with it.
         tokio::spawn(async move {
+            let _slot = slot;
             loop {
                 let event = tokio::select! {
                     _ = stop.cancelled() => return,
+                    // The client went away: free the watch at once.
+                    _ = tx.closed() => return,
                     event = watch.next() => match event { Some(e) => e, None => return },
                 };
                 let message = match event {
@@ -219,29 +310,6 @@ impl Api {
     }
 }
 
-/// Runs one request and counts it by verb, resource and code, with its
-/// latency and the requests in flight.
-async fn measured<T>(
-    verb: &'static str,
-    resource: &'static str,
-    call: impl std::future::Future<Output = Result<T, Status>>,
-) -> Result<T, Status> {
-    let started = std::time::Instant::now();
-    let in_flight = metrics::gauge!("berth_apiserver_requests_in_flight");
-    in_flight.increment(1.0);
-    let result = call.await;
-    in_flight.decrement(1.0);
-    let code = match &result {
-        Ok(_) => "OK".to_string(),
-        Err(status) => format!("{:?}", status.code()),
-    };
-    metrics::counter!("berth_apiserver_requests_total", "verb" => verb, "resource" => resource, "code" => code)
-        .increment(1);
-    metrics::histogram!("berth_apiserver_request_duration_seconds", "verb" => verb, "resource" => resource)
-        .record(started.elapsed().as_secs_f64());
-    result
-}
-
 fn list_options(r: &ListRequest) -> ListOptions {
     ListOptions {
         label_selector: r.label_selector.clone(),
@@ -257,7 +325,7 @@ macro_rules! resource_service {
         #[tonic::async_trait]
         impl $module::$trait for Api {
             async fn create(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
-                measured("create", <$ty>::PLURAL, async {
+                self.measured("create", <$ty>::PLURAL, async {
                     let object = r.get_ref();
                     let lease = if object.expires() { self.events.lease(&self.registry).await.map_err(to_status)? } else { 0 };
                     verbs::create(&self.registry_for(&r)?, r.into_inner(), lease).await.map(Response::new).map_err(to_status)
@@ -266,7 +334,7 @@ macro_rules! resource_service {
             }
 
             async fn get(&self, r: Request<GetRequest>) -> Result<Response<$ty>, Status> {
-                measured("get", <$ty>::PLURAL, async {
+                self.measured("get", <$ty>::PLURAL, async {
                     let r = r.into_inner();
                     verbs::get(&self.registry, &r.namespace, &r.name, &r.resource_version)
                         .await
@@ -277,7 +345,7 @@ macro_rules! resource_service {
             }
 
             async fn list(&self, r: Request<ListRequest>) -> Result<Response<$list>, Status> {
-                measured("list", <$ty>::PLURAL, async {
+                self.measured("list", <$ty>::PLURAL, async {
                     let r = r.into_inner();
                     let result =
                         verbs::list::<$ty>(&self.registry, &r.namespace, &list_options(&r)).await.map_err(to_status)?;
@@ -296,14 +364,14 @@ macro_rules! resource_service {
             }
 
             async fn update(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
-                measured("update", <$ty>::PLURAL, async {
+                self.measured("update", <$ty>::PLURAL, async {
                     verbs::update(&self.registry_for(&r)?, r.into_inner()).await.map(Response::new).map_err(to_status)
                 })
                 .await
             }
 
             async fn update_status(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
-                measured("update_status", <$ty>::PLURAL, async {
+                self.measured("update_status", <$ty>::PLURAL, async {
                     verbs::update_status(&self.registry_for(&r)?, r.into_inner())
                         .await
                         .map(Response::new)
@@ -313,14 +381,14 @@ macro_rules! resource_service {
             }
 
             async fn patch(&self, r: Request<PatchRequest>) -> Result<Response<$ty>, Status> {
-                measured("patch", <$ty>::PLURAL, async {
+                self.measured("patch", <$ty>::PLURAL, async {
                     verbs::patch(&self.registry_for(&r)?, &r.into_inner()).await.map(Response::new).map_err(to_status)
                 })
                 .await
             }
 
             async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<$ty>, Status> {
-                measured("delete", <$ty>::PLURAL, async {
+                self.measured("delete", <$ty>::PLURAL, async {
                     verbs::delete(&self.registry_for(&r)?, &r.into_inner()).await.map(Response::new).map_err(to_status)
                 })
                 .await
@@ -329,7 +397,7 @@ macro_rules! resource_service {
             type WatchStream = Stream<$event>;
 
             async fn watch(&self, r: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-                measured("watch", <$ty>::PLURAL, async {
+                self.measured("watch", <$ty>::PLURAL, async {
                     Api::watch::<$ty, $event>(self, r.into_inner(), |r#type, object| $event { r#type, object: Some(object) })
                         .map(Response::new)
                         .map_err(to_status)
@@ -348,7 +416,7 @@ resource_service!(events_server::Events, Event, EventList, EventWatchEvent {});
 resource_service!(leases_server::Leases, Lease, LeaseList, LeaseWatchEvent {});
 resource_service!(pods_server::Pods, Pod, PodList, PodWatchEvent {
     async fn bind(&self, r: Request<Binding>) -> Result<Response<Pod>, Status> {
-        measured("bind", "pods", async {
+        self.measured("bind", "pods", async {
             verbs::bind(&self.registry_for(&r)?, r.into_inner()).await.map(Response::new).map_err(to_status)
         })
         .await
