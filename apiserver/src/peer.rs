@@ -30,6 +30,10 @@ pub struct PeerConfig {
     pub history_retention: Duration,
     /// How long Events live.
     pub event_ttl: Duration,
+    /// Requests (watches aside) served at once; more get TooManyRequests.
+    pub max_requests_in_flight: usize,
+    /// Watches served at once; more get TooManyRequests.
+    pub max_watchers: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +75,8 @@ pub async fn serve(config: PeerConfig, stop: CancellationToken) -> Result<(), Se
 
     let etcd = etcd_services(store.clone());
     let api = crate::api::Api::new(crate::Registry::new(store.clone()), stop.clone())
-        .with_event_ttl(config.event_ttl);
+        .with_event_ttl(config.event_ttl)
+        .with_limits(config.max_requests_in_flight, config.max_watchers);
     let resources = crate::api::services(api.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     // Both versions of the reflection protocol: grpcurl asks v1, most

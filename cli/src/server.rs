@@ -44,6 +44,13 @@ pub struct ServerArgs {
     /// Seconds an Event lives before the store removes it
     #[arg(long, default_value_t = 3600)]
     event_ttl_seconds: u64,
+    /// Requests (watches aside) served at once; more are refused with
+    /// TooManyRequests
+    #[arg(long, default_value_t = berth_apiserver::api::DEFAULT_MAX_IN_FLIGHT)]
+    max_requests_in_flight: usize,
+    /// Watches served at once; more are refused with TooManyRequests
+    #[arg(long, default_value_t = berth_apiserver::api::DEFAULT_MAX_WATCHERS)]
+    max_watchers: usize,
 }
 
 pub fn run(args: &ServerArgs) -> ExitCode {
@@ -87,6 +94,8 @@ fn serve(args: &ServerArgs) -> Result<()> {
         election_timeout: (Duration::from_millis(min), Duration::from_millis(max)),
         history_retention: Duration::from_secs(args.history_retention_seconds.max(1)),
         event_ttl: Duration::from_secs(args.event_ttl_seconds.max(1)),
+        max_requests_in_flight: args.max_requests_in_flight.max(1),
+        max_watchers: args.max_watchers,
     };
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async {

@@ -50,6 +50,8 @@ impl Cluster {
                 election_timeout: (Duration::from_millis(200), Duration::from_millis(400)),
                 history_retention: Duration::from_secs(300),
                 event_ttl: Duration::from_secs(3600),
+                max_requests_in_flight: 1024,
+                max_watchers: 100,
             };
             let stop = CancellationToken::new();
             let token = stop.clone();
