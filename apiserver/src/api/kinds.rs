@@ -7,6 +7,7 @@ use super::validation::{self, Causes, NameRule};
 use berth_proto::apps_v1::{Deployment, ReplicaSet};
 use berth_proto::coordination_v1::Lease;
 use berth_proto::core_v1::{Event, Namespace, NamespaceStatus, Node, Pod, PodStatus};
+use berth_proto::meta_v1::LabelSelector;
 use berth_proto::Resource;
 
 pub(crate) trait Kind: Resource {
@@ -102,8 +103,7 @@ spec_and_status! {
             validation::replica_set(self)
         }
         fn validate_update(&self, old: &Self) -> Causes {
-            let selector = |o: &Self| o.spec.as_ref().and_then(|s| s.selector.clone());
-            validation::selector_update(selector(old).as_ref(), selector(self).as_ref())
+            validation::selector_update(old.selector(), self.selector())
         }
     };
     Deployment => |d| d.status = None, {
@@ -114,8 +114,7 @@ spec_and_status! {
             validation::deployment(self)
         }
         fn validate_update(&self, old: &Self) -> Causes {
-            let selector = |o: &Self| o.spec.as_ref().and_then(|s| s.selector.clone());
-            validation::selector_update(selector(old).as_ref(), selector(self).as_ref())
+            validation::selector_update(old.selector(), self.selector())
         }
     };
 }
@@ -144,3 +143,29 @@ impl Kind for Event {
         false
     }
 }
+
+/// A workload with replicas, a selector and the scale subresource.
+pub(crate) trait Workload: Kind {
+    fn selector(&self) -> Option<&LabelSelector>;
+    fn set_replicas(&mut self, replicas: i32);
+    /// The replicas that exist, as the status reports them.
+    fn status_replicas(&self) -> i32;
+}
+
+macro_rules! workload {
+    ($($ty:ty),*) => {$(
+        impl Workload for $ty {
+            fn selector(&self) -> Option<&LabelSelector> {
+                self.spec.as_ref().and_then(|s| s.selector.as_ref())
+            }
+            fn set_replicas(&mut self, replicas: i32) {
+                self.spec.get_or_insert_with(Default::default).replicas = Some(replicas);
+            }
+            fn status_replicas(&self) -> i32 {
+                self.status.as_ref().map_or(0, |s| s.replicas)
+            }
+        }
+    )*};
+}
+
+workload!(ReplicaSet, Deployment);

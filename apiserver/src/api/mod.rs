@@ -24,7 +24,7 @@ use berth_proto::core_v1::{
 use berth_proto::meta_v1::{ListMeta, ObjectMeta};
 use berth_proto::Resource;
 use berth_raft_store::Store;
-use kinds::Kind;
+use kinds::{Kind, Workload};
 use prost::Message;
 use std::pin::Pin;
 use std::time::Duration;
@@ -274,39 +274,45 @@ impl Api {
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
-    async fn scale<T>(
-        registry: &Registry<Store>,
-        request: ScaleRequest,
-        set: fn(&mut T, i32),
-        read: fn(&T) -> (i32, String),
-    ) -> Result<Scale, ApiError>
-    where
-        T: kinds::Kind,
-    {
-        if request.replicas < 0 {
-            return Err(crate::registry::invalid::<T>(
-                &request.name,
-                "spec.replicas",
-                "must be greater than or equal to 0",
-            ));
-        }
-        let mut object: T = verbs::get(registry, &request.namespace, &request.name, "").await?;
-        set(&mut object, request.replicas);
-        let object = verbs::update(registry, object).await?;
-        let (replicas, selector) = read(&object);
-        Ok(Scale {
-            api_version: "autoscaling/v1".into(),
-            kind: "Scale".into(),
-            metadata: Some(ObjectMeta {
-                name: object.metadata().name.clone(),
-                namespace: object.metadata().namespace.clone(),
-                resource_version: object.metadata().resource_version.clone(),
-                uid: object.metadata().uid.clone(),
-                ..Default::default()
-            }),
-            spec: Some(ScaleSpec { replicas: request.replicas }),
-            status: Some(ScaleStatus { replicas, selector }),
+    /// The scale subresource: sets spec.replicas through a normal update.
+    async fn scale<T: Workload>(
+        &self,
+        r: Request<ScaleRequest>,
+    ) -> Result<Response<Scale>, Status> {
+        self.measured("scale", T::PLURAL, async {
+            let registry = self.registry_for(&r)?;
+            let request = r.into_inner();
+            if request.replicas < 0 {
+                let e = crate::registry::invalid::<T>(
+                    &request.name,
+                    "spec.replicas",
+                    "must be greater than or equal to 0",
+                );
+                return Err(to_status(e));
+            }
+            let mut object: T = verbs::get(&registry, &request.namespace, &request.name, "")
+                .await
+                .map_err(to_status)?;
+            object.set_replicas(request.replicas);
+            let object = verbs::update(&registry, object).await.map_err(to_status)?;
+            Ok(Response::new(Scale {
+                api_version: "autoscaling/v1".into(),
+                kind: "Scale".into(),
+                metadata: Some(ObjectMeta {
+                    name: object.metadata().name.clone(),
+                    namespace: object.metadata().namespace.clone(),
+                    resource_version: object.metadata().resource_version.clone(),
+                    uid: object.metadata().uid.clone(),
+                    ..Default::default()
+                }),
+                spec: Some(ScaleSpec { replicas: request.replicas }),
+                status: Some(ScaleStatus {
+                    replicas: object.status_replicas(),
+                    selector: selector_string(object.selector()),
+                }),
+            }))
         })
+        .await
     }
 }
 
@@ -424,28 +430,12 @@ resource_service!(pods_server::Pods, Pod, PodList, PodWatchEvent {
 });
 resource_service!(replica_sets_server::ReplicaSets, ReplicaSet, ReplicaSetList, ReplicaSetWatchEvent {
     async fn scale(&self, r: Request<ScaleRequest>) -> Result<Response<Scale>, Status> {
-        Api::scale::<ReplicaSet>(
-            &self.registry_for(&r)?,
-            r.into_inner(),
-            |rs, n| rs.spec.get_or_insert_with(Default::default).replicas = Some(n),
-            |rs| (rs.status.as_ref().map_or(0, |s| s.replicas), selector_string(rs.spec.as_ref().and_then(|s| s.selector.as_ref()))),
-        )
-        .await
-        .map(Response::new)
-        .map_err(to_status)
+        self.scale::<ReplicaSet>(r).await
     }
 });
 resource_service!(deployments_server::Deployments, Deployment, DeploymentList, DeploymentWatchEvent {
     async fn scale(&self, r: Request<ScaleRequest>) -> Result<Response<Scale>, Status> {
-        Api::scale::<Deployment>(
-            &self.registry_for(&r)?,
-            r.into_inner(),
-            |d, n| d.spec.get_or_insert_with(Default::default).replicas = Some(n),
-            |d| (d.status.as_ref().map_or(0, |s| s.replicas), selector_string(d.spec.as_ref().and_then(|s| s.selector.as_ref()))),
-        )
-        .await
-        .map(Response::new)
-        .map_err(to_status)
+        self.scale::<Deployment>(r).await
     }
 });
 
