@@ -769,7 +769,11 @@ fn spawn_proposer(
                 first = pending.recv() => match first { Some(p) => p, None => break },
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
             };
-            let Ok(slot) = slots.clone().acquire_owned().await else { break };
+            // Waiting for a slot must not hold up a shutdown.
+            let slot = tokio::select! {
+                _ = stop.cancelled() => break,
+                slot = slots.clone().acquire_owned() => match slot { Ok(s) => s, Err(_) => break },
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match pending.try_recv() {
