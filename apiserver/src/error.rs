@@ -20,6 +20,9 @@ pub enum ApiError {
     /// The resourceVersion asked for was compacted away: relist.
     #[error("too old resource version: {requested} ({oldest})")]
     Expired { requested: i64, oldest: i64 },
+    /// The caller could not be authenticated: present valid credentials.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     #[error("forbidden: {0}")]
     Forbidden(String),
     #[error("request entity too large: {0}")]
@@ -42,6 +45,7 @@ impl ApiError {
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Expired { .. } => "Expired",
+            ApiError::Unauthorized(_) => "Unauthorized",
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::TooLarge(_) => "RequestEntityTooLarge",
             ApiError::TooManyRequests(_) => "TooManyRequests",
@@ -57,6 +61,7 @@ impl ApiError {
             ApiError::Invalid { .. } => 422,
             ApiError::BadRequest(_) => 400,
             ApiError::Expired { .. } => 410,
+            ApiError::Unauthorized(_) => 401,
             ApiError::Forbidden(_) => 403,
             ApiError::TooLarge(_) => 413,
             ApiError::TooManyRequests(_) => 429,
@@ -72,6 +77,7 @@ impl ApiError {
             ApiError::Conflict { .. } => tonic::Code::Aborted,
             ApiError::Invalid { .. } | ApiError::BadRequest(_) => tonic::Code::InvalidArgument,
             ApiError::Expired { .. } => tonic::Code::OutOfRange,
+            ApiError::Unauthorized(_) => tonic::Code::Unauthenticated,
             ApiError::Forbidden(_) => tonic::Code::PermissionDenied,
             ApiError::TooManyRequests(_) | ApiError::TooLarge(_) => tonic::Code::ResourceExhausted,
             ApiError::Unavailable(_) => tonic::Code::Unavailable,

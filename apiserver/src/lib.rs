@@ -1,7 +1,7 @@
 //! berth-apiserver: the API server that every peer runs.
 //!
-//! Requests pass authentication, authorization and admission, then a
-//! registry with one strategy per resource turns them into raft-store
+//! Requests pass authentication, authorization and admission ([`filters`]),
+//! then a registry with one strategy per resource turns them into raft-store
 //! transactions; front ends serve it as typed gRPC and as the Kubernetes REST
 //! API. Today a peer serves the replicated store (Raft peer service and the
 //! etcd v3 API) and its health and metrics endpoints; see [`serve`].
@@ -9,6 +9,7 @@
 pub mod api;
 mod compactor;
 mod error;
+pub mod filters;
 mod health;
 mod peer;
 pub mod registry;

@@ -7,10 +7,11 @@ use super::validation::{self, Causes, NameRule};
 use berth_proto::apps_v1::{Deployment, ReplicaSet};
 use berth_proto::coordination_v1::Lease;
 use berth_proto::core_v1::{Event, Namespace, NamespaceStatus, Node, Pod, PodStatus};
-use berth_proto::meta_v1::LabelSelector;
+use berth_proto::meta_v1::{LabelSelector, ObjectMeta, StatusCause};
 use berth_proto::Resource;
+use std::any::Any;
 
-pub(crate) trait Kind: Resource {
+pub(crate) trait Kind: Resource + 'static {
     /// Takes `from`'s status (a spec writer never changes status).
     fn keep_status_of(&mut self, from: &Self);
     /// Takes `from`'s spec (a status writer never changes spec).
@@ -44,6 +45,41 @@ pub(crate) trait Kind: Resource {
     /// What may not change from `old` to `self`.
     fn validate_update(&self, _old: &Self) -> Causes {
         Causes::default()
+    }
+}
+
+/// Admission sees every kind through its defaults and validation. (Not
+/// imported: in scope, its methods would clash with `Resource`'s and `Kind`'s.)
+impl<T: Kind> crate::filters::Admitted for T {
+    fn kind(&self) -> &'static str {
+        T::KIND
+    }
+    fn metadata(&self) -> &ObjectMeta {
+        Resource::metadata(self)
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        Resource::metadata_mut(self)
+    }
+    fn apply_defaults(&mut self) {
+        Kind::apply_defaults(self)
+    }
+    fn validate(&self, old: Option<&dyn crate::filters::Admitted>) -> Vec<StatusCause> {
+        let causes = Kind::validate(self).0;
+        let Some(old) = old.filter(|_| causes.is_empty()) else { return causes };
+        match old.as_any().downcast_ref::<T>() {
+            Some(old) => Kind::validate_update(self, old).0,
+            None => vec![StatusCause {
+                reason: "FieldValueInvalid".into(),
+                message: format!("a {} cannot replace a {}", T::KIND, old.kind()),
+                field: "kind".into(),
+            }],
+        }
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
     }
 }
 

@@ -1,8 +1,9 @@
 //! berth's typed gRPC API: a service per resource (Create, Get, List,
 //! Update, UpdateStatus, Patch, Delete, Watch; Bind for pods; Scale for
 //! ReplicaSets and Deployments), each verb written once in `verbs` and
-//! served for every resource by one macro. Errors carry the Kubernetes
-//! Status in the gRPC status details.
+//! served for every resource by one macro. Every request passes the
+//! [`Filters`] first: authentication and authorization, and for writes
+//! admission. Errors carry the Kubernetes Status in the gRPC status details.
 
 mod defaults;
 mod kinds;
@@ -12,6 +13,7 @@ mod verbs;
 pub use verbs::BOOTSTRAP_NAMESPACES;
 
 use crate::error::ApiError;
+use crate::filters::{Filters, RequestInfo, UserInfo};
 use crate::registry::{ListOptions, Registry, WatchEvent};
 use berth_proto::api_v1::*;
 use berth_proto::apps_v1::{
@@ -29,6 +31,7 @@ use prost::Message;
 use std::pin::Pin;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
+use verbs::Write;
 
 type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
@@ -52,6 +55,7 @@ pub struct Api {
     stop: tokio_util::sync::CancellationToken,
     events: std::sync::Arc<EventLeases>,
     limits: std::sync::Arc<Limits>,
+    filters: std::sync::Arc<Filters>,
 }
 
 /// Requests (not counting watches) one peer serves at once by default.
@@ -131,7 +135,15 @@ impl Api {
             stop,
             events: std::sync::Arc::new(EventLeases::new(DEFAULT_EVENT_TTL)),
             limits: std::sync::Arc::new(Limits::new(DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_WATCHERS)),
+            filters: std::sync::Arc::new(Filters::default()),
         }
+    }
+
+    /// Requests pass `filters` instead of the default chain (everyone
+    /// anonymous and allowed; writes fenced, defaulted and validated).
+    pub fn with_filters(mut self, filters: Filters) -> Api {
+        self.filters = std::sync::Arc::new(filters);
+        self
     }
 
     /// At most `in_flight` requests (watches aside) and `watchers` watches
@@ -181,16 +193,23 @@ impl Api {
         self
     }
 
-    /// The registry for a write: fenced when the request carries a token.
-    fn registry_for<R>(&self, request: &Request<R>) -> Result<Registry<Store>, Status> {
-        let Some(value) = request.metadata().get(FENCE_HEADER) else {
-            return Ok(self.registry.clone());
+    /// Authentication, then authorization: every request passes both.
+    fn allow(&self, request: &Request<()>, mut info: RequestInfo) -> Result<RequestInfo, Status> {
+        info.user = self.filters.authenticate(request).map_err(to_status)?;
+        self.filters.authorize(&info).map_err(to_status)?;
+        Ok(info)
+    }
+
+    /// A write passes authentication, authorization and admission's request
+    /// phase, then goes to a registry fenced by the token admission found.
+    fn write(&self, request: &Request<()>, info: RequestInfo) -> Result<Write<'_>, Status> {
+        let mut info = self.allow(request, info)?;
+        self.filters.admit_request(request, &mut info).map_err(to_status)?;
+        let registry = match &info.fence {
+            Some(fence) => self.registry.fenced(fence.clone()),
+            None => self.registry.clone(),
         };
-        let text = value
-            .to_str()
-            .map_err(|_| to_status(ApiError::BadRequest(format!("{FENCE_HEADER} is not text"))))?;
-        let fence = crate::registry::Fence::parse(text).map_err(to_status)?;
-        Ok(self.registry.fenced(fence))
+        Ok(Write { registry, filters: &self.filters, info })
     }
 
     /// Creates the namespaces every cluster starts with, if missing.
@@ -200,7 +219,12 @@ impl Api {
                 metadata: Some(ObjectMeta { name: name.to_string(), ..Default::default() }),
                 ..Default::default()
             };
-            match verbs::create(&self.registry, ns, 0).await {
+            // The server's own write: admitted, not authenticated.
+            let mut info = RequestInfo::new::<Namespace>("create", "", "", name);
+            info.user =
+                UserInfo { name: "system:apiserver".into(), groups: vec!["system:masters".into()] };
+            let write = Write { registry: self.registry.clone(), filters: &self.filters, info };
+            match verbs::create(&write, ns, 0).await {
                 Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -280,8 +304,9 @@ impl Api {
         r: Request<ScaleRequest>,
     ) -> Result<Response<Scale>, Status> {
         self.measured("scale", T::PLURAL, async {
-            let registry = self.registry_for(&r)?;
-            let request = r.into_inner();
+            let (head, request) = split(r);
+            let info = RequestInfo::new::<T>("update", "scale", &request.namespace, &request.name);
+            let write = self.write(&head, info)?;
             if request.replicas < 0 {
                 let e = crate::registry::invalid::<T>(
                     &request.name,
@@ -290,11 +315,11 @@ impl Api {
                 );
                 return Err(to_status(e));
             }
-            let mut object: T = verbs::get(&registry, &request.namespace, &request.name, "")
+            let mut object: T = verbs::get(&write.registry, &request.namespace, &request.name, "")
                 .await
                 .map_err(to_status)?;
             object.set_replicas(request.replicas);
-            let object = verbs::update(&registry, object).await.map_err(to_status)?;
+            let object = verbs::update(&write, object).await.map_err(to_status)?;
             Ok(Response::new(Scale {
                 api_version: "autoscaling/v1".into(),
                 kind: "Scale".into(),
@@ -316,6 +341,23 @@ impl Api {
     }
 }
 
+/// A request as its headers and connection, apart from its body: what the
+/// filters look at.
+fn split<R>(request: Request<R>) -> (Request<()>, R) {
+    let (metadata, extensions, body) = request.into_parts();
+    (Request::from_parts(metadata, extensions, ()), body)
+}
+
+/// What a request that writes `object` is about, for the filters.
+fn about<T: Kind>(verb: &'static str, subresource: &'static str, object: &T) -> RequestInfo {
+    let meta = object.metadata();
+    let namespace = match verb {
+        "create" => verbs::namespace_or_default(&meta.namespace),
+        _ => &meta.namespace,
+    };
+    RequestInfo::new::<T>(verb, subresource, namespace, &meta.name)
+}
+
 fn list_options(r: &ListRequest) -> ListOptions {
     ListOptions {
         label_selector: r.label_selector.clone(),
@@ -332,16 +374,18 @@ macro_rules! resource_service {
         impl $module::$trait for Api {
             async fn create(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
                 self.measured("create", <$ty>::PLURAL, async {
-                    let object = r.get_ref();
+                    let (head, object) = split(r);
+                    let write = self.write(&head, about("create", "", &object))?;
                     let lease = if object.expires() { self.events.lease(&self.registry).await.map_err(to_status)? } else { 0 };
-                    verbs::create(&self.registry_for(&r)?, r.into_inner(), lease).await.map(Response::new).map_err(to_status)
+                    verbs::create(&write, object, lease).await.map(Response::new).map_err(to_status)
                 })
                 .await
             }
 
             async fn get(&self, r: Request<GetRequest>) -> Result<Response<$ty>, Status> {
                 self.measured("get", <$ty>::PLURAL, async {
-                    let r = r.into_inner();
+                    let (head, r) = split(r);
+                    self.allow(&head, RequestInfo::new::<$ty>("get", "", &r.namespace, &r.name))?;
                     verbs::get(&self.registry, &r.namespace, &r.name, &r.resource_version)
                         .await
                         .map(Response::new)
@@ -352,7 +396,8 @@ macro_rules! resource_service {
 
             async fn list(&self, r: Request<ListRequest>) -> Result<Response<$list>, Status> {
                 self.measured("list", <$ty>::PLURAL, async {
-                    let r = r.into_inner();
+                    let (head, r) = split(r);
+                    self.allow(&head, RequestInfo::new::<$ty>("list", "", &r.namespace, ""))?;
                     let result =
                         verbs::list::<$ty>(&self.registry, &r.namespace, &list_options(&r)).await.map_err(to_status)?;
                     Ok(Response::new($list {
@@ -371,14 +416,18 @@ macro_rules! resource_service {
 
             async fn update(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
                 self.measured("update", <$ty>::PLURAL, async {
-                    verbs::update(&self.registry_for(&r)?, r.into_inner()).await.map(Response::new).map_err(to_status)
+                    let (head, object) = split(r);
+                    let write = self.write(&head, about("update", "", &object))?;
+                    verbs::update(&write, object).await.map(Response::new).map_err(to_status)
                 })
                 .await
             }
 
             async fn update_status(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
                 self.measured("update_status", <$ty>::PLURAL, async {
-                    verbs::update_status(&self.registry_for(&r)?, r.into_inner())
+                    let (head, object) = split(r);
+                    let write = self.write(&head, about("update", "status", &object))?;
+                    verbs::update_status(&write.registry, object)
                         .await
                         .map(Response::new)
                         .map_err(to_status)
@@ -388,14 +437,18 @@ macro_rules! resource_service {
 
             async fn patch(&self, r: Request<PatchRequest>) -> Result<Response<$ty>, Status> {
                 self.measured("patch", <$ty>::PLURAL, async {
-                    verbs::patch(&self.registry_for(&r)?, &r.into_inner()).await.map(Response::new).map_err(to_status)
+                    let (head, r) = split(r);
+                    let write = self.write(&head, RequestInfo::new::<$ty>("patch", "", &r.namespace, &r.name))?;
+                    verbs::patch(&write, &r).await.map(Response::new).map_err(to_status)
                 })
                 .await
             }
 
             async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<$ty>, Status> {
                 self.measured("delete", <$ty>::PLURAL, async {
-                    verbs::delete(&self.registry_for(&r)?, &r.into_inner()).await.map(Response::new).map_err(to_status)
+                    let (head, r) = split(r);
+                    let write = self.write(&head, RequestInfo::new::<$ty>("delete", "", &r.namespace, &r.name))?;
+                    verbs::delete(&write.registry, &r).await.map(Response::new).map_err(to_status)
                 })
                 .await
             }
@@ -404,7 +457,9 @@ macro_rules! resource_service {
 
             async fn watch(&self, r: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
                 self.measured("watch", <$ty>::PLURAL, async {
-                    Api::watch::<$ty, $event>(self, r.into_inner(), |r#type, object| $event { r#type, object: Some(object) })
+                    let (head, r) = split(r);
+                    self.allow(&head, RequestInfo::new::<$ty>("watch", "", &r.namespace, ""))?;
+                    Api::watch::<$ty, $event>(self, r, |r#type, object| $event { r#type, object: Some(object) })
                         .map(Response::new)
                         .map_err(to_status)
                 })
@@ -423,7 +478,11 @@ resource_service!(leases_server::Leases, Lease, LeaseList, LeaseWatchEvent {});
 resource_service!(pods_server::Pods, Pod, PodList, PodWatchEvent {
     async fn bind(&self, r: Request<Binding>) -> Result<Response<Pod>, Status> {
         self.measured("bind", "pods", async {
-            verbs::bind(&self.registry_for(&r)?, r.into_inner()).await.map(Response::new).map_err(to_status)
+            let (head, binding) = split(r);
+            let meta = binding.metadata.clone().unwrap_or_default();
+            let namespace = verbs::namespace_or_default(&meta.namespace);
+            let write = self.write(&head, RequestInfo::new::<Pod>("create", "binding", namespace, &meta.name))?;
+            verbs::bind(&write.registry, binding).await.map(Response::new).map_err(to_status)
         })
         .await
     }

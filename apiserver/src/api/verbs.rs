@@ -1,9 +1,11 @@
 //! The verbs of the API, written once for every resource: what create,
 //! update, status update, patch, delete, bind and scale do to an object
-//! before the registry stores it.
+//! before the registry stores it. Create and update (which patch and scale
+//! go through) run the object through admission.
 
 use super::kinds::Kind;
 use crate::error::ApiError;
+use crate::filters::{Filters, RequestInfo};
 use crate::registry::{ListOptions, ListResult, Registry};
 use berth_proto::api_v1::{DeleteRequest, PatchRequest};
 use berth_proto::core_v1::{Binding, Namespace, Pod, PodCondition};
@@ -13,20 +15,44 @@ use berth_raft_store::Store;
 /// Namespaces that exist from the start of every cluster.
 pub const BOOTSTRAP_NAMESPACES: &[&str] = &["default", "kube-system", "kube-node-lease"];
 
+/// Where a namespaced object goes when its writer names no namespace.
+pub(super) fn namespace_or_default(namespace: &str) -> &str {
+    if namespace.is_empty() {
+        "default"
+    } else {
+        namespace
+    }
+}
+
 /// A patch is retried this often when the object changes under it.
 const PATCH_ATTEMPTS: usize = 8;
 
+/// A write that passed authentication, authorization and admission's
+/// request phase: the registry it goes to (fenced when the request carried
+/// a token) and the chain that admits the objects it stores.
+pub(crate) struct Write<'a> {
+    pub registry: Registry<Store>,
+    pub filters: &'a Filters,
+    pub info: RequestInfo,
+}
+
+impl Write<'_> {
+    /// Admission's mutating and validating phases on `object`.
+    fn admit<T: Kind>(&self, object: &mut T, old: Option<&T>) -> Result<(), ApiError> {
+        self.filters.admit(&self.info, object, old.map(|o| o as _))
+    }
+}
+
 /// Creates an object; `lease` (non-zero) makes it go when the lease does.
 pub(crate) async fn create<T: Kind>(
-    registry: &Registry<Store>,
+    write: &Write<'_>,
     mut object: T,
     lease: i64,
 ) -> Result<T, ApiError> {
+    let registry = &write.registry;
     if T::NAMESPACED {
         let meta = object.metadata_mut();
-        if meta.namespace.is_empty() {
-            meta.namespace = "default".into();
-        }
+        meta.namespace = namespace_or_default(&meta.namespace).into();
         let namespace = meta.namespace.clone();
         let ns: Namespace = registry.get("", &namespace, "").await.map_err(|e| match e {
             ApiError::NotFound { .. } => {
@@ -46,8 +72,7 @@ pub(crate) async fn create<T: Kind>(
     meta.deletion_timestamp = None;
     meta.deletion_grace_period_seconds = None;
     object.prepare_for_create();
-    object.apply_defaults();
-    check(&object, object.validate())?;
+    write.admit(&mut object, None)?;
     registry.create_leased(object, lease).await
 }
 
@@ -79,13 +104,12 @@ fn scope<T: Resource>(namespace: &str) -> &str {
 
 /// A spec write: status stays as stored, a spec change bumps generation, and
 /// an object being deleted whose last finalizer went away is removed.
-pub(crate) async fn update<T: Kind>(registry: &Registry<Store>, object: T) -> Result<T, ApiError> {
+pub(crate) async fn update<T: Kind>(write: &Write<'_>, object: T) -> Result<T, ApiError> {
+    let registry = &write.registry;
     let updated = registry
         .update(object, |current, new| {
             new.keep_status_of(current);
-            new.apply_defaults();
-            check(new, new.validate())?;
-            check(new, new.validate_update(current))?;
+            write.admit(new, Some(current))?;
             if new.spec_changed(current) {
                 new.metadata_mut().generation = current.metadata().generation + 1;
             }
@@ -93,18 +117,6 @@ pub(crate) async fn update<T: Kind>(registry: &Registry<Store>, object: T) -> Re
         })
         .await?;
     finish_deletion(registry, updated).await
-}
-
-/// Refuses an object with validation causes: Invalid, one cause per field.
-fn check<T: Kind>(object: &T, causes: super::validation::Causes) -> Result<(), ApiError> {
-    if causes.0.is_empty() {
-        return Ok(());
-    }
-    Err(ApiError::Invalid {
-        kind: T::KIND.into(),
-        name: object.metadata().name.clone(),
-        causes: causes.0,
-    })
 }
 
 /// A status write: spec and metadata stay as stored.
@@ -139,7 +151,7 @@ async fn finish_deletion<T: Kind>(registry: &Registry<Store>, object: T) -> Resu
 /// JSON merge patch (RFC 7386) on the object's JSON form, then a strict
 /// decode and an update conditioned on the version the patch was applied to.
 pub(crate) async fn patch<T: Kind>(
-    registry: &Registry<Store>,
+    write: &Write<'_>,
     request: &PatchRequest,
 ) -> Result<T, ApiError> {
     match request.patch_type.as_str() {
@@ -153,7 +165,7 @@ pub(crate) async fn patch<T: Kind>(
     let patch: serde_json::Value = serde_json::from_slice(&request.patch)
         .map_err(|e| ApiError::BadRequest(format!("the patch is not JSON: {e}")))?;
     for _ in 0..PATCH_ATTEMPTS {
-        let current: T = get(registry, &request.namespace, &request.name, "").await?;
+        let current: T = get(&write.registry, &request.namespace, &request.name, "").await?;
         let mut document =
             serde_json::to_value(&current).map_err(|e| ApiError::Internal(e.to_string()))?;
         merge_patch(&mut document, &patch);
@@ -172,7 +184,7 @@ pub(crate) async fn patch<T: Kind>(
         meta.resource_version = current.metadata().resource_version.clone();
         meta.name = current.metadata().name.clone();
         meta.namespace = current.metadata().namespace.clone();
-        match update(registry, patched).await {
+        match update(write, patched).await {
             Err(ApiError::Conflict { .. }) => continue,
             other => return other,
         }
@@ -264,7 +276,7 @@ pub(crate) async fn delete<T: Kind>(
 /// pods/binding: sets spec.nodeName once; a second bind is a Conflict.
 pub(crate) async fn bind(registry: &Registry<Store>, binding: Binding) -> Result<Pod, ApiError> {
     let meta = binding.metadata.unwrap_or_default();
-    let namespace = if meta.namespace.is_empty() { "default".to_string() } else { meta.namespace };
+    let namespace = namespace_or_default(&meta.namespace).to_string();
     let node = binding.target.map(|t| t.name).unwrap_or_default();
     if node.is_empty() {
         return Err(crate::registry::invalid::<Pod>(
