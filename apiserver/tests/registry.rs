@@ -180,8 +180,8 @@ async fn watch_reports_changes_and_selector_moves() {
     let f = fixture().await;
     let first = f.registry.create(pod("default", "a", &[("app", "web")], "")).await.unwrap();
     let rv = first.metadata().resource_version.clone();
-    let mut all = f.registry.watch::<Pod>(Some("default"), &rv, "", None).unwrap();
-    let mut web = f.registry.watch::<Pod>(Some("default"), &rv, "app=web", None).unwrap();
+    let mut all = f.registry.watch::<Pod>(Some("default"), &rv, "", "", None).unwrap();
+    let mut web = f.registry.watch::<Pod>(Some("default"), &rv, "app=web", "", None).unwrap();
 
     let mut b = f.registry.create(pod("default", "b", &[("app", "web")], "")).await.unwrap();
     b.metadata_mut().labels.insert("app".into(), "db".into());
@@ -219,7 +219,7 @@ async fn history_is_compacted_after_the_retention_window() {
     loop {
         f.registry.create(pod("default", &format!("new-{i}"), &[], "")).await.unwrap();
         i += 1;
-        let mut watch = f.registry.watch::<Pod>(Some("default"), &old_rv, "", None).unwrap();
+        let mut watch = f.registry.watch::<Pod>(Some("default"), &old_rv, "", "", None).unwrap();
         let first_event =
             tokio::time::timeout(Duration::from_secs(5), watch.next()).await.unwrap().unwrap();
         if let Err(ApiError::Expired { .. }) = first_event {

@@ -257,6 +257,7 @@ impl Api {
             namespace,
             &request.resource_version,
             &request.label_selector,
+            &request.field_selector,
             bookmarks,
         )?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);

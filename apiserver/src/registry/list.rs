@@ -61,6 +61,19 @@ struct FieldRequirement {
     equal: bool,
 }
 
+/// A parsed field selector over the fields Kubernetes lets clients select.
+pub(crate) struct Fields(Vec<FieldRequirement>);
+
+impl Fields {
+    pub(crate) fn parse(selector: &str) -> Result<Fields, ApiError> {
+        parse_fields(selector, FIELDS).map(Fields)
+    }
+
+    pub(crate) fn matches<T: Resource>(&self, object: &T) -> bool {
+        self.0.iter().all(|f| (field_value(object, &f.path) == f.value) == f.equal)
+    }
+}
+
 fn parse_fields(selector: &str, allowed: &[&str]) -> Result<Vec<FieldRequirement>, ApiError> {
     let mut out = Vec::new();
     for term in selector.split(',').map(str::trim).filter(|t| !t.is_empty()) {
@@ -89,6 +102,11 @@ fn parse_fields(selector: &str, allowed: &[&str]) -> Result<Vec<FieldRequirement
 
 /// The value of a selectable field of an object, via its JSON form.
 pub(crate) fn field_value<T: Resource>(object: &T, path: &str) -> String {
+    match path {
+        "metadata.name" => return object.metadata().name.clone(),
+        "metadata.namespace" => return object.metadata().namespace.clone(),
+        _ => {}
+    }
     let json = serde_json::to_value(object).unwrap_or_default();
     let mut at = &json;
     for part in path.split('.') {
@@ -107,7 +125,7 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
     ) -> Result<ListResult<T>, ApiError> {
         let labels = Selector::parse(&options.label_selector)
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let fields = parse_fields(&options.field_selector, FIELDS)?;
+        let fields = Fields::parse(&options.field_selector)?;
         let prefix = prefix::<T>(namespace);
         let mut end = prefix.clone().into_bytes();
         *end.last_mut().expect("a prefix ends with '/'") += 1;
@@ -149,7 +167,7 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
                 if !labels.matches(&meta.labels) {
                     continue;
                 }
-                if !fields.iter().all(|f| (field_value(&object, &f.path) == f.value) == f.equal) {
+                if !fields.matches(&object) {
                     continue;
                 }
                 items.push(object);

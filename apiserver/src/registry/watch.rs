@@ -1,9 +1,11 @@
 //! Watch: every change after a resourceVersion, as ADDED / MODIFIED /
-//! DELETED events in revision order, filtered by label selector (an object
-//! that stops matching is reported DELETED, one that starts matching ADDED),
+//! DELETED events in revision order, filtered by label and field selectors
+//! (an object that stops matching is reported DELETED, one that starts
+//! matching ADDED),
 //! with BOOKMARK events for progress and an explicit Expired error when the
 //! revision was compacted.
 
+use super::list::Fields;
 use super::{decode, parse_resource_version, prefix, Registry};
 use crate::error::ApiError;
 use berth_proto::etcd::mvccpb::event::EventType;
@@ -25,6 +27,7 @@ pub enum WatchEvent<T> {
 pub struct WatchStream<T> {
     watch: Watch,
     labels: Selector,
+    fields: Fields,
     pending: std::collections::VecDeque<WatchEvent<T>>,
     _type: PhantomData<T>,
 }
@@ -66,7 +69,7 @@ impl<T: Resource> WatchStream<T> {
         &self,
         event: berth_proto::etcd::mvccpb::Event,
     ) -> Result<Option<WatchEvent<T>>, ApiError> {
-        let matches = |o: &T| self.labels.matches(&o.metadata().labels);
+        let matches = |o: &T| self.labels.matches(&o.metadata().labels) && self.fields.matches(o);
         let before: Option<T> = event.prev_kv.as_ref().map(decode).transpose()?;
         if event.r#type == EventType::Delete as i32 {
             let Some(mut gone) = before else { return Ok(None) };
@@ -96,10 +99,12 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
         namespace: Option<&str>,
         resource_version: &str,
         label_selector: &str,
+        field_selector: &str,
         bookmark_every: Option<Duration>,
     ) -> Result<WatchStream<T>, ApiError> {
         let labels =
             Selector::parse(label_selector).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let fields = Fields::parse(field_selector)?;
         let start = match resource_version {
             "" | "0" => 0,
             rv => parse_resource_version(rv)? + 1,
@@ -115,6 +120,6 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
             progress_interval: bookmark_every,
             ..Default::default()
         });
-        Ok(WatchStream { watch, labels, pending: Default::default(), _type: PhantomData })
+        Ok(WatchStream { watch, labels, fields, pending: Default::default(), _type: PhantomData })
     }
 }
