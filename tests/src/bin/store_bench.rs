@@ -14,6 +14,7 @@ use berth_proto::etcd::etcdserverpb::watch_client::WatchClient;
 use berth_proto::etcd::etcdserverpb::{
     watch_request, PutRequest, RangeRequest, StatusRequest, WatchCreateRequest, WatchRequest,
 };
+use berth_tests::stats::percentile_ms;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -239,22 +240,14 @@ struct Row {
     p99_ms: f64,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
 fn row(system: &'static str, test: String, mut latencies: Vec<Duration>, elapsed: Duration) -> Row {
     latencies.sort_unstable();
     Row {
         system,
         test,
         ops_per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50_ms: percentile(&latencies, 0.50),
-        p99_ms: percentile(&latencies, 0.99),
+        p50_ms: percentile_ms(&latencies, 0.50),
+        p99_ms: percentile_ms(&latencies, 0.99),
     }
 }
 
