@@ -34,6 +34,10 @@ pub struct PeerConfig {
     pub max_requests_in_flight: usize,
     /// Watches served at once; more get TooManyRequests.
     pub max_watchers: usize,
+    /// How long one call (a watch's opening, not its stream) may take
+    /// before it is answered DeadlineExceeded; a client's shorter
+    /// grpc-timeout wins.
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +94,7 @@ pub async fn serve(config: PeerConfig, stop: CancellationToken) -> Result<(), Se
         .build_v1alpha()
         .map_err(|e| ServeError::Grpc(format!("reflection: {e}")))?;
     let grpc = tonic::transport::Server::builder()
+        .timeout(config.request_timeout)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

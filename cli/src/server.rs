@@ -51,6 +51,10 @@ pub struct ServerArgs {
     /// Watches served at once; more are refused with TooManyRequests
     #[arg(long, default_value_t = berth_apiserver::api::DEFAULT_MAX_WATCHERS)]
     max_watchers: usize,
+    /// Seconds one request may take before it is answered DeadlineExceeded
+    /// (a watch's stream is not cut; only its opening is bounded)
+    #[arg(long, default_value_t = 60)]
+    request_timeout_seconds: u64,
 }
 
 pub fn run(args: &ServerArgs) -> ExitCode {
@@ -96,6 +100,7 @@ fn serve(args: &ServerArgs) -> Result<()> {
         event_ttl: Duration::from_secs(args.event_ttl_seconds.max(1)),
         max_requests_in_flight: args.max_requests_in_flight.max(1),
         max_watchers: args.max_watchers,
+        request_timeout: Duration::from_secs(args.request_timeout_seconds.max(1)),
     };
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async {

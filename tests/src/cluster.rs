@@ -55,6 +55,7 @@ impl ApiCluster {
                 event_ttl: Duration::from_secs(3600),
                 max_requests_in_flight: 4096,
                 max_watchers: 10_000,
+                request_timeout: Duration::from_secs(60),
             };
             let stop = CancellationToken::new();
             let token = stop.clone();
