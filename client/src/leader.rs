@@ -125,7 +125,20 @@ impl LeaderElector {
         let mut last_renewal = Instant::now();
         loop {
             let leading = self.leading.borrow().is_some();
-            match self.try_acquire_or_renew(&mut observed).await {
+            // A leader must know it lost before its renew deadline, even if
+            // the API hangs; a candidate need not wait longer than a lease.
+            let budget = if leading {
+                self.timing.renew_deadline.saturating_sub(last_renewal.elapsed())
+            } else {
+                self.timing.lease_duration
+            };
+            let round = tokio::time::timeout(budget, self.try_acquire_or_renew(&mut observed));
+            let outcome = round.await.unwrap_or_else(|_| {
+                Err(Error::from(tonic::Status::deadline_exceeded(
+                    "the lease could not be renewed within the renew deadline",
+                )))
+            });
+            match outcome {
                 Ok(Some(token)) => {
                     last_renewal = Instant::now();
                     if !leading {

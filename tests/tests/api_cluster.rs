@@ -412,3 +412,37 @@ async fn an_informer_relists_when_its_watch_window_was_compacted_away() {
     task.await.unwrap();
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_steps_down_before_its_lease_lapses() {
+    let cluster = ApiCluster::start(3, "api-stepdown").await.unwrap();
+    // The candidate reaches the cluster only through a proxy the test cuts.
+    let proxy =
+        berth_tests::proxy::Proxy::start(cluster.address(1).parse().unwrap()).await.unwrap();
+    let cut_off = Client::new([proxy.address().to_string()]).unwrap();
+    // Calls that hang rather than fail: the renew deadline must still hold.
+    let timing = ElectionTiming {
+        lease_duration: Duration::from_secs(3),
+        renew_deadline: Duration::from_secs(1),
+        retry_period: Duration::from_millis(100),
+    };
+    let elector = LeaderElector::new(&cut_off, "kube-system", "controllers", "one", timing.clone());
+    let mut leading = elector.subscribe();
+    let stop = CancellationToken::new();
+    let campaign = {
+        let stop = stop.clone();
+        tokio::spawn(async move { elector.run(stop).await })
+    };
+    leading.wait_for(Option::is_some).await.unwrap();
+    proxy.cut();
+    let cut_at = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), leading.wait_for(Option::is_none))
+        .await
+        .expect("the leader steps down")
+        .unwrap();
+    // It stopped leading before anyone else could take the lease over.
+    assert!(cut_at.elapsed() < timing.lease_duration, "{:?}", cut_at.elapsed());
+    stop.cancel();
+    campaign.await.unwrap();
+    cluster.shutdown().await;
+}
