@@ -1,7 +1,9 @@
 //! `berth`: the one binary. Servers, node agents and control loops run as its
 //! subcommands, and so do the operator's verbs.
 
+mod endpoints;
 mod manifests;
+mod scheduler;
 mod server;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -27,7 +29,7 @@ enum Command {
     /// Run a node agent (kubelet) that runs the pods bound to its node
     Agent(Pending),
     /// Run a scheduler replica (one leader at a time)
-    Scheduler(Pending),
+    Scheduler(scheduler::SchedulerArgs),
     /// Run a controller-manager replica (one leader at a time)
     ControllerManager(Pending),
     /// Start a local highly available cluster on this machine
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
     let name = match &cli.command {
         Command::Validate(args) => return manifests::validate(args),
         Command::Server(args) => return server::run(args),
+        Command::Scheduler(args) => return scheduler::run(args),
         Command::Runtime(args) => {
             let mut argv = vec!["berth runtime".to_string()];
             argv.extend(args.args.iter().cloned());
@@ -95,7 +98,6 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Agent(_) => "agent",
-        Command::Scheduler(_) => "scheduler",
         Command::ControllerManager(_) => "controller-manager",
         Command::Up(_) => "up",
         Command::DevicePlugin(_) => "device-plugin",
@@ -111,4 +113,14 @@ fn main() -> ExitCode {
     };
     eprintln!("berth {name}: not available in this build yet; see README.md for what works today");
     ExitCode::from(2)
+}
+
+/// Logs to stderr, filtered by RUST_LOG (default: info).
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .init();
 }

@@ -58,12 +58,7 @@ pub struct ServerArgs {
 }
 
 pub fn run(args: &ServerArgs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
-        )
-        .init();
+    crate::init_logging();
     match serve(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
