@@ -64,9 +64,10 @@ fn schedule(args: &SchedulerArgs) -> Result<()> {
         retry_period: Duration::from_millis(args.retry_period_ms),
     };
     config.max_binds_in_flight = args.max_binds_in_flight.max(1);
-    let client = berth_client::Client::new(endpoints::peers(&args.server)?)?;
+    let peers = endpoints::peers(&args.server)?;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async {
+        let client = berth_client::Client::new(peers)?;
         let stop = tokio_util::sync::CancellationToken::new();
         let http = endpoints::serve(args.http, stop.clone()).await?;
         tracing::info!(%identity, server = %args.server, "scheduler replica starting");

@@ -77,7 +77,7 @@ const FENCE_HEADER: &str = "berth-fence";
 
 impl Client {
     /// A client of these peers with the default configuration. Connections
-    /// are made on first use.
+    /// are made on first use; call it within a Tokio runtime.
     pub fn new<S: Into<String>>(peers: impl IntoIterator<Item = S>) -> Result<Client, Error> {
         Client::with_config(Config::new(peers))
     }
@@ -85,6 +85,10 @@ impl Client {
     pub fn with_config(config: Config) -> Result<Client, Error> {
         if config.peers.is_empty() {
             return Err(Error::NoPeers);
+        }
+        // Connections are made lazily by the runtime's reactor.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::NoRuntime);
         }
         let peers = config
             .peers

@@ -18,6 +18,9 @@ pub enum Error {
     /// An API server address is not a URL the client can dial.
     #[error("invalid API server address {address:?}: {reason}")]
     InvalidAddress { address: String, reason: String },
+    /// The client was made outside a Tokio runtime.
+    #[error("the API client must be created within a Tokio runtime")]
+    NoRuntime,
     /// A fencing token was not `<namespace>/<name>/<revision>`.
     #[error("invalid fencing token {0:?}: want <namespace>/<name>/<revision>")]
     InvalidFence(String),
@@ -29,7 +32,10 @@ impl Error {
     pub fn reason(&self) -> &str {
         match self {
             Error::Api { reason, .. } => reason,
-            Error::NoPeers | Error::InvalidAddress { .. } | Error::InvalidFence(_) => "BadRequest",
+            Error::NoPeers
+            | Error::NoRuntime
+            | Error::InvalidAddress { .. }
+            | Error::InvalidFence(_) => "BadRequest",
         }
     }
 

@@ -2,5 +2,6 @@
 //! tests and the benchmarks: history checkers and cluster launchers.
 
 pub mod cluster;
+pub mod processes;
 pub mod proxy;
 pub mod stats;

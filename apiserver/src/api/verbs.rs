@@ -285,32 +285,55 @@ pub(crate) async fn bind(registry: &Registry<Store>, binding: Binding) -> Result
             "a binding needs a target node",
         ));
     }
-    let pod: Pod = registry.get(&namespace, &meta.name, "").await?;
-    let mut bound = pod.clone();
-    let spec = bound.spec.get_or_insert_with(Default::default);
-    if !spec.node_name.is_empty() {
-        return Err(ApiError::Conflict {
-            kind: "pods".into(),
-            name: meta.name.clone(),
-            reason: format!("pod {} is already assigned to node {:?}", meta.name, spec.node_name),
+    // The first attempt reads this peer's copy (the write is conditioned on
+    // it); a miss or a lost race reads linearizably and tries again.
+    let mut at = "0";
+    for _ in 0..PATCH_ATTEMPTS {
+        let pod: Pod = match registry.get(&namespace, &meta.name, at).await {
+            Err(ApiError::NotFound { .. }) if at == "0" => {
+                at = "";
+                continue;
+            }
+            read => read?,
+        };
+        let mut bound = pod.clone();
+        let spec = bound.spec.get_or_insert_with(Default::default);
+        if !spec.node_name.is_empty() {
+            return Err(ApiError::Conflict {
+                kind: "pods".into(),
+                name: meta.name.clone(),
+                reason: format!(
+                    "pod {} is already assigned to node {:?}",
+                    meta.name, spec.node_name
+                ),
+            });
+        }
+        if pod.metadata().deletion_timestamp.is_some() {
+            return Err(ApiError::Conflict {
+                kind: "pods".into(),
+                name: meta.name.clone(),
+                reason: "the pod is being deleted".into(),
+            });
+        }
+        spec.node_name = node.clone();
+        let status = bound.status.get_or_insert_with(Default::default);
+        status.conditions.retain(|c| c.r#type != "PodScheduled");
+        status.conditions.push(PodCondition {
+            r#type: "PodScheduled".into(),
+            status: "True".into(),
+            last_transition_time: Some(Time::now()),
+            ..Default::default()
         });
+        // Binding writes spec and status together, conditioned on the read;
+        // a pod that changed meanwhile (its status, say) is bound anew.
+        match registry.update(bound, |_, _| Ok(())).await {
+            Err(ApiError::Conflict { .. }) => at = "",
+            other => return other,
+        }
     }
-    if pod.metadata().deletion_timestamp.is_some() {
-        return Err(ApiError::Conflict {
-            kind: "pods".into(),
-            name: meta.name.clone(),
-            reason: "the pod is being deleted".into(),
-        });
-    }
-    spec.node_name = node;
-    let status = bound.status.get_or_insert_with(Default::default);
-    status.conditions.retain(|c| c.r#type != "PodScheduled");
-    status.conditions.push(PodCondition {
-        r#type: "PodScheduled".into(),
-        status: "True".into(),
-        last_transition_time: Some(Time::now()),
-        ..Default::default()
-    });
-    // Binding writes spec and status together, conditioned on the read.
-    registry.update(bound, |_, _| Ok(())).await
+    Err(ApiError::Conflict {
+        kind: "pods".into(),
+        name: meta.name.clone(),
+        reason: "the pod kept changing while it was bound".into(),
+    })
 }
