@@ -20,3 +20,25 @@ impl Filter for NodeName {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::testing::{node, pod};
+
+    #[test]
+    fn a_named_node_is_the_only_fit() {
+        let state = CycleState::default();
+        let mut wanting = pod("p").pod();
+        wanting.spec.as_mut().unwrap().node_name = "a".into();
+        let wanting = PodInfo::new(std::sync::Arc::new(wanting));
+        assert!(NodeName.filter(&state, &wanting, &node("a", "1", "1Gi").build()).is_success());
+        assert_eq!(
+            NodeName.filter(&state, &wanting, &node("b", "1", "1Gi").build()),
+            Status::unresolvable(REASON)
+        );
+        assert!(NodeName
+            .filter(&state, &pod("any").build(), &node("b", "1", "1Gi").build())
+            .is_success());
+    }
+}

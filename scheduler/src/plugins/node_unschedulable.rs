@@ -28,3 +28,33 @@ impl Filter for NodeUnschedulable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::testing::{node, pod};
+    use berth_proto::core_v1::Toleration;
+
+    #[test]
+    fn a_cordoned_node_takes_only_pods_that_tolerate_it() {
+        let state = CycleState::default();
+        let mut cordoned = node("n", "1", "1Gi");
+        cordoned.unschedulable = true;
+        let cordoned = cordoned.build();
+        assert_eq!(
+            NodeUnschedulable.filter(&state, &pod("p").build(), &cordoned),
+            Status::unresolvable(REASON)
+        );
+        let mut tolerant = pod("t");
+        tolerant.tolerations.push(Toleration {
+            key: TAINT.into(),
+            operator: "Exists".into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        });
+        assert!(NodeUnschedulable.filter(&state, &tolerant.build(), &cordoned).is_success());
+        assert!(NodeUnschedulable
+            .filter(&state, &pod("p").build(), &node("m", "1", "1Gi").build())
+            .is_success());
+    }
+}
