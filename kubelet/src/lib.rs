@@ -6,3 +6,6 @@
 //! CNI plugins, and hosts device plugins.
 
 pub mod executor;
+pub mod image;
+
+pub use image::{ImageError, ImageSource, ImageStore};
