@@ -27,6 +27,11 @@ pub enum ApiError {
     Forbidden(String),
     #[error("request entity too large: {0}")]
     TooLarge(String),
+    /// The body's encoding is not served: send JSON or YAML.
+    #[error(
+        "the body's content type {0:?} is not supported; send application/json or application/yaml"
+    )]
+    UnsupportedMediaType(String),
     #[error("too many requests: {0}")]
     TooManyRequests(String),
     /// No quorum or no leader: retry on another peer or later.
@@ -48,6 +53,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "Unauthorized",
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::TooLarge(_) => "RequestEntityTooLarge",
+            ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::TooManyRequests(_) => "TooManyRequests",
             ApiError::Unavailable(_) => "ServiceUnavailable",
             ApiError::Internal(_) => "InternalError",
@@ -64,6 +70,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => 401,
             ApiError::Forbidden(_) => 403,
             ApiError::TooLarge(_) => 413,
+            ApiError::UnsupportedMediaType(_) => 415,
             ApiError::TooManyRequests(_) => 429,
             ApiError::Unavailable(_) => 503,
             ApiError::Internal(_) => 500,
@@ -80,6 +87,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => tonic::Code::Unauthenticated,
             ApiError::Forbidden(_) => tonic::Code::PermissionDenied,
             ApiError::TooManyRequests(_) | ApiError::TooLarge(_) => tonic::Code::ResourceExhausted,
+            ApiError::UnsupportedMediaType(_) => tonic::Code::InvalidArgument,
             ApiError::Unavailable(_) => tonic::Code::Unavailable,
             ApiError::Internal(_) => tonic::Code::Internal,
         }

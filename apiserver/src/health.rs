@@ -1,4 +1,4 @@
-//! /livez, /readyz and /metrics over HTTP.
+//! /livez, /readyz and /metrics over HTTP, beside the REST API.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -35,13 +35,15 @@ pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     store: Store,
     metrics: PrometheusHandle,
+    api: Router,
     stop: CancellationToken,
 ) {
     let app = Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render))
-        .with_state(Peer { store, metrics });
+        .with_state(Peer { store, metrics })
+        .merge(api);
     let served = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
     if let Err(e) = served {
         tracing::error!(error = %e, "health endpoint failed");

@@ -13,6 +13,7 @@ pub mod filters;
 mod health;
 mod peer;
 pub mod registry;
+mod rest;
 
 pub use compactor::spawn_compactor;
 pub use error::ApiError;

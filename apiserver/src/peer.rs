@@ -116,7 +116,8 @@ pub async fn serve(config: PeerConfig, stop: CancellationToken) -> Result<(), Se
             tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             stop.clone().cancelled_owned(),
         );
-    let http = health::serve(http_listener, store.clone(), metrics, stop.clone());
+    let rest = crate::rest::router(api.clone());
+    let http = health::serve(http_listener, store.clone(), metrics, rest, stop.clone());
 
     let compactor = crate::spawn_compactor(
         store.clone(),

@@ -84,6 +84,17 @@ async fn every_peer_serves_and_one_writer_wins_each_version() {
 
     on(1).delete("a", &DeleteParams::default()).await.unwrap();
     assert!(on(2).get("a").await.unwrap_err().is_not_found());
+
+    // A name generated from a prefix.
+    let mut generated = pod("");
+    generated.metadata.as_mut().unwrap().generate_name = "gen-".into();
+    let created = on(0).create(&generated).await.unwrap();
+    let name = created.metadata.unwrap().name;
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+    let mut bad = pod("");
+    bad.metadata.as_mut().unwrap().generate_name = "Bad_".into();
+    let err = on(0).create(&bad).await.unwrap_err();
+    assert!(err.to_string().contains("metadata.generateName"), "{err}");
     cluster.shutdown().await;
 }
 

@@ -184,6 +184,8 @@ impl Kind for Event {
 pub(crate) trait Workload: Kind {
     fn selector(&self) -> Option<&LabelSelector>;
     fn set_replicas(&mut self, replicas: i32);
+    /// The replicas asked for (spec.replicas, 1 when unset).
+    fn replicas(&self) -> i32;
     /// The replicas that exist, as the status reports them.
     fn status_replicas(&self) -> i32;
 }
@@ -196,6 +198,9 @@ macro_rules! workload {
             }
             fn set_replicas(&mut self, replicas: i32) {
                 self.spec.get_or_insert_with(Default::default).replicas = Some(replicas);
+            }
+            fn replicas(&self) -> i32 {
+                self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
             }
             fn status_replicas(&self) -> i32 {
                 self.status.as_ref().map_or(0, |s| s.replicas)

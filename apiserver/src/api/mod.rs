@@ -1,39 +1,31 @@
-//! berth's typed gRPC API: a service per resource (Create, Get, List,
-//! Update, UpdateStatus, Patch, Delete, Watch; Bind for pods; Scale for
-//! ReplicaSets and Deployments), each verb written once in `verbs` and
-//! served for every resource by one macro. Every request passes the
-//! [`Filters`] first: authentication and authorization, and for writes
-//! admission. Errors carry the Kubernetes Status in the gRPC status details.
+//! The API: every verb on every resource (create, get, list, update,
+//! update status, patch, delete, watch; bind for pods; scale for
+//! ReplicaSets and Deployments), written once in `verbs` and reached
+//! through one set of operations (`ops`) that pass the [`Filters`] first —
+//! authentication and authorization, and for writes admission — and count
+//! every request. Front ends adapt them: typed gRPC (`grpc`, errors carry
+//! the Kubernetes Status in the gRPC details) and the Kubernetes REST API.
 
 mod defaults;
-mod kinds;
+mod grpc;
+pub(crate) mod kinds;
+mod ops;
+mod patch;
 mod validation;
 mod verbs;
 
+pub use grpc::{services, to_status, ApiServices, SERVICE_NAMES};
 pub use verbs::BOOTSTRAP_NAMESPACES;
 
 use crate::error::ApiError;
 use crate::filters::{Filters, RequestInfo, UserInfo};
-use crate::registry::{ListOptions, Registry, WatchEvent};
-use berth_proto::api_v1::*;
-use berth_proto::apps_v1::{
-    Deployment, DeploymentList, ReplicaSet, ReplicaSetList, Scale, ScaleSpec, ScaleStatus,
-};
-use berth_proto::coordination_v1::{Lease, LeaseList};
-use berth_proto::core_v1::{
-    Binding, Event, EventList, Namespace, NamespaceList, Node, NodeList, Pod, PodList,
-};
-use berth_proto::meta_v1::{ListMeta, ObjectMeta};
-use berth_proto::Resource;
+use crate::registry::Registry;
+use berth_proto::core_v1::Namespace;
+use berth_proto::meta_v1::ObjectMeta;
 use berth_raft_store::Store;
-use kinds::{Kind, Workload};
-use prost::Message;
-use std::pin::Pin;
 use std::time::Duration;
-use tonic::{Request, Response, Status};
+use tonic::Request;
 use verbs::Write;
-
-type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
 /// Kubernetes' default lifetime of an Event.
 pub const DEFAULT_EVENT_TTL: Duration = Duration::from_secs(3600);
@@ -41,13 +33,7 @@ pub const DEFAULT_EVENT_TTL: Duration = Duration::from_secs(3600);
 /// How often a watch that allows bookmarks gets one when nothing changes.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 
-/// An API error as a gRPC status with the Kubernetes Status in its details.
-pub fn to_status(e: ApiError) -> Status {
-    let details = e.status().encode_to_vec();
-    Status::with_details(e.grpc_code(), e.to_string(), details.into())
-}
-
-/// The API's handlers over one registry.
+/// The API over one registry, for every front end.
 #[derive(Clone)]
 pub struct Api {
     registry: Registry<Store>,
@@ -160,8 +146,8 @@ impl Api {
         &self,
         verb: &'static str,
         resource: &'static str,
-        call: impl std::future::Future<Output = Result<T, Status>>,
-    ) -> Result<T, Status> {
+        call: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
         let started = std::time::Instant::now();
         let result = match self.limits.in_flight.try_acquire() {
             Ok(_permit) => {
@@ -171,14 +157,14 @@ impl Api {
                 in_flight.decrement(1.0);
                 result
             }
-            Err(_) => Err(to_status(ApiError::TooManyRequests(format!(
+            Err(_) => Err(ApiError::TooManyRequests(format!(
                 "more than {} requests in flight on this peer; retry shortly",
                 self.limits.max_in_flight
-            )))),
+            ))),
         };
         let code = match &result {
             Ok(_) => "OK".to_string(),
-            Err(status) => format!("{:?}", status.code()),
+            Err(e) => format!("{:?}", e.grpc_code()),
         };
         metrics::counter!("berth_apiserver_requests_total", "verb" => verb, "resource" => resource, "code" => code)
             .increment(1);
@@ -194,17 +180,17 @@ impl Api {
     }
 
     /// Authentication, then authorization: every request passes both.
-    fn allow(&self, request: &Request<()>, mut info: RequestInfo) -> Result<RequestInfo, Status> {
-        info.user = self.filters.authenticate(request).map_err(to_status)?;
-        self.filters.authorize(&info).map_err(to_status)?;
+    fn allow(&self, request: &Request<()>, mut info: RequestInfo) -> Result<RequestInfo, ApiError> {
+        info.user = self.filters.authenticate(request)?;
+        self.filters.authorize(&info)?;
         Ok(info)
     }
 
     /// A write passes authentication, authorization and admission's request
     /// phase, then goes to a registry fenced by the token admission found.
-    fn write(&self, request: &Request<()>, info: RequestInfo) -> Result<Write<'_>, Status> {
+    fn write(&self, request: &Request<()>, info: RequestInfo) -> Result<Write<'_>, ApiError> {
         let mut info = self.allow(request, info)?;
-        self.filters.admit_request(request, &mut info).map_err(to_status)?;
+        self.filters.admit_request(request, &mut info)?;
         let registry = match &info.fence {
             Some(fence) => self.registry.fenced(fence.clone()),
             None => self.registry.clone(),
@@ -230,321 +216,5 @@ impl Api {
             }
         }
         Ok(())
-    }
-
-    fn watch<T, E>(
-        &self,
-        request: WatchRequest,
-        wrap: fn(String, T) -> E,
-    ) -> Result<Stream<E>, ApiError>
-    where
-        T: kinds::Kind + Send + 'static,
-        E: Send + 'static,
-    {
-        let watchers = &self.limits.watchers;
-        if watchers.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= self.limits.max_watchers {
-            watchers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            return Err(ApiError::TooManyRequests(format!(
-                "more than {} watches on this peer; retry later or on another peer",
-                self.limits.max_watchers
-            )));
-        }
-        let slot = WatcherSlot(watchers.clone());
-        let namespace =
-            (T::NAMESPACED && !request.namespace.is_empty()).then_some(request.namespace.as_str());
-        let bookmarks = request.allow_watch_bookmarks.then_some(BOOKMARK_EVERY);
-        let mut watch = self.registry.watch::<T>(
-            namespace,
-            &request.resource_version,
-            &request.label_selector,
-            &request.field_selector,
-            bookmarks,
-        )?;
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let allow_bookmarks = request.allow_watch_bookmarks;
-        let stop = self.stop.clone();
-        // The task ends when the client goes away (the send fails), the
-        // watch ends or the server stops; it owns the store watch, which
-        // stops with it.
-        tokio::spawn(async move {
-            let _slot = slot;
-            loop {
-                let event = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    // The client went away: free the watch at once.
-                    _ = tx.closed() => return,
-                    event = watch.next() => match event { Some(e) => e, None => return },
-                };
-                let message = match event {
-                    Ok(WatchEvent::Added(o)) => Ok(wrap("ADDED".into(), o)),
-                    Ok(WatchEvent::Modified(o)) => Ok(wrap("MODIFIED".into(), o)),
-                    Ok(WatchEvent::Deleted(o)) => Ok(wrap("DELETED".into(), o)),
-                    Ok(WatchEvent::Bookmark(rv)) => {
-                        if !allow_bookmarks {
-                            continue;
-                        }
-                        let mut marker = T::default();
-                        marker.set_type_meta();
-                        marker.metadata_mut().resource_version = rv;
-                        Ok(wrap("BOOKMARK".into(), marker))
-                    }
-                    Err(e) => Err(to_status(e)),
-                };
-                let last = message.is_err();
-                if tx.send(message).await.is_err() || last {
-                    return;
-                }
-            }
-        });
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
-    }
-
-    /// The scale subresource: sets spec.replicas through a normal update.
-    async fn scale<T: Workload>(
-        &self,
-        r: Request<ScaleRequest>,
-    ) -> Result<Response<Scale>, Status> {
-        self.measured("scale", T::PLURAL, async {
-            let (head, request) = split(r);
-            let info = RequestInfo::new::<T>("update", "scale", &request.namespace, &request.name);
-            let write = self.write(&head, info)?;
-            if request.replicas < 0 {
-                let e = crate::registry::invalid::<T>(
-                    &request.name,
-                    "spec.replicas",
-                    "must be greater than or equal to 0",
-                );
-                return Err(to_status(e));
-            }
-            let mut object: T = verbs::get(&write.registry, &request.namespace, &request.name, "")
-                .await
-                .map_err(to_status)?;
-            object.set_replicas(request.replicas);
-            let object = verbs::update(&write, object).await.map_err(to_status)?;
-            Ok(Response::new(Scale {
-                api_version: "autoscaling/v1".into(),
-                kind: "Scale".into(),
-                metadata: Some(ObjectMeta {
-                    name: object.metadata().name.clone(),
-                    namespace: object.metadata().namespace.clone(),
-                    resource_version: object.metadata().resource_version.clone(),
-                    uid: object.metadata().uid.clone(),
-                    ..Default::default()
-                }),
-                spec: Some(ScaleSpec { replicas: request.replicas }),
-                status: Some(ScaleStatus {
-                    replicas: object.status_replicas(),
-                    selector: selector_string(object.selector()),
-                }),
-            }))
-        })
-        .await
-    }
-}
-
-/// A request as its headers and connection, apart from its body: what the
-/// filters look at.
-fn split<R>(request: Request<R>) -> (Request<()>, R) {
-    let (metadata, extensions, body) = request.into_parts();
-    (Request::from_parts(metadata, extensions, ()), body)
-}
-
-/// What a request that writes `object` is about, for the filters.
-fn about<T: Kind>(verb: &'static str, subresource: &'static str, object: &T) -> RequestInfo {
-    let meta = object.metadata();
-    let namespace = match verb {
-        "create" => verbs::namespace_or_default(&meta.namespace),
-        _ => &meta.namespace,
-    };
-    RequestInfo::new::<T>(verb, subresource, namespace, &meta.name)
-}
-
-fn list_options(r: &ListRequest) -> ListOptions {
-    ListOptions {
-        label_selector: r.label_selector.clone(),
-        field_selector: r.field_selector.clone(),
-        limit: r.limit,
-        continue_token: r.r#continue.clone(),
-        resource_version: r.resource_version.clone(),
-    }
-}
-
-macro_rules! resource_service {
-    ($module:ident :: $trait:ident, $ty:ty, $list:ident, $event:ident { $($extra:tt)* }) => {
-        #[tonic::async_trait]
-        impl $module::$trait for Api {
-            async fn create(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
-                self.measured("create", <$ty>::PLURAL, async {
-                    let (head, object) = split(r);
-                    let write = self.write(&head, about("create", "", &object))?;
-                    let lease = if object.expires() { self.events.lease(&self.registry).await.map_err(to_status)? } else { 0 };
-                    verbs::create(&write, object, lease).await.map(Response::new).map_err(to_status)
-                })
-                .await
-            }
-
-            async fn get(&self, r: Request<GetRequest>) -> Result<Response<$ty>, Status> {
-                self.measured("get", <$ty>::PLURAL, async {
-                    let (head, r) = split(r);
-                    self.allow(&head, RequestInfo::new::<$ty>("get", "", &r.namespace, &r.name))?;
-                    verbs::get(&self.registry, &r.namespace, &r.name, &r.resource_version)
-                        .await
-                        .map(Response::new)
-                        .map_err(to_status)
-                })
-                .await
-            }
-
-            async fn list(&self, r: Request<ListRequest>) -> Result<Response<$list>, Status> {
-                self.measured("list", <$ty>::PLURAL, async {
-                    let (head, r) = split(r);
-                    self.allow(&head, RequestInfo::new::<$ty>("list", "", &r.namespace, ""))?;
-                    let result =
-                        verbs::list::<$ty>(&self.registry, &r.namespace, &list_options(&r)).await.map_err(to_status)?;
-                    Ok(Response::new($list {
-                        api_version: <$ty>::API_VERSION.into(),
-                        kind: format!("{}List", <$ty>::KIND),
-                        metadata: Some(ListMeta {
-                            resource_version: result.resource_version,
-                            r#continue: result.continue_token,
-                            remaining_item_count: None,
-                        }),
-                        items: result.items,
-                    }))
-                })
-                .await
-            }
-
-            async fn update(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
-                self.measured("update", <$ty>::PLURAL, async {
-                    let (head, object) = split(r);
-                    let write = self.write(&head, about("update", "", &object))?;
-                    verbs::update(&write, object).await.map(Response::new).map_err(to_status)
-                })
-                .await
-            }
-
-            async fn update_status(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
-                self.measured("update_status", <$ty>::PLURAL, async {
-                    let (head, object) = split(r);
-                    let write = self.write(&head, about("update", "status", &object))?;
-                    verbs::update_status(&write.registry, object)
-                        .await
-                        .map(Response::new)
-                        .map_err(to_status)
-                })
-                .await
-            }
-
-            async fn patch(&self, r: Request<PatchRequest>) -> Result<Response<$ty>, Status> {
-                self.measured("patch", <$ty>::PLURAL, async {
-                    let (head, r) = split(r);
-                    let write = self.write(&head, RequestInfo::new::<$ty>("patch", "", &r.namespace, &r.name))?;
-                    verbs::patch(&write, &r).await.map(Response::new).map_err(to_status)
-                })
-                .await
-            }
-
-            async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<$ty>, Status> {
-                self.measured("delete", <$ty>::PLURAL, async {
-                    let (head, r) = split(r);
-                    let write = self.write(&head, RequestInfo::new::<$ty>("delete", "", &r.namespace, &r.name))?;
-                    verbs::delete(&write.registry, &r).await.map(Response::new).map_err(to_status)
-                })
-                .await
-            }
-
-            type WatchStream = Stream<$event>;
-
-            async fn watch(&self, r: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-                self.measured("watch", <$ty>::PLURAL, async {
-                    let (head, r) = split(r);
-                    self.allow(&head, RequestInfo::new::<$ty>("watch", "", &r.namespace, ""))?;
-                    Api::watch::<$ty, $event>(self, r, |r#type, object| $event { r#type, object: Some(object) })
-                        .map(Response::new)
-                        .map_err(to_status)
-                })
-                .await
-            }
-
-            $($extra)*
-        }
-    };
-}
-
-resource_service!(namespaces_server::Namespaces, Namespace, NamespaceList, NamespaceWatchEvent {});
-resource_service!(nodes_server::Nodes, Node, NodeList, NodeWatchEvent {});
-resource_service!(events_server::Events, Event, EventList, EventWatchEvent {});
-resource_service!(leases_server::Leases, Lease, LeaseList, LeaseWatchEvent {});
-resource_service!(pods_server::Pods, Pod, PodList, PodWatchEvent {
-    async fn bind(&self, r: Request<Binding>) -> Result<Response<Pod>, Status> {
-        self.measured("bind", "pods", async {
-            let (head, binding) = split(r);
-            let meta = binding.metadata.clone().unwrap_or_default();
-            let namespace = verbs::namespace_or_default(&meta.namespace);
-            let write = self.write(&head, RequestInfo::new::<Pod>("create", "binding", namespace, &meta.name))?;
-            verbs::bind(&write.registry, binding).await.map(Response::new).map_err(to_status)
-        })
-        .await
-    }
-});
-resource_service!(replica_sets_server::ReplicaSets, ReplicaSet, ReplicaSetList, ReplicaSetWatchEvent {
-    async fn scale(&self, r: Request<ScaleRequest>) -> Result<Response<Scale>, Status> {
-        self.scale::<ReplicaSet>(r).await
-    }
-});
-resource_service!(deployments_server::Deployments, Deployment, DeploymentList, DeploymentWatchEvent {
-    async fn scale(&self, r: Request<ScaleRequest>) -> Result<Response<Scale>, Status> {
-        self.scale::<Deployment>(r).await
-    }
-});
-
-/// A LabelSelector in the string form a Scale reports.
-fn selector_string(selector: Option<&berth_proto::meta_v1::LabelSelector>) -> String {
-    let Some(selector) = selector else { return String::new() };
-    let mut terms: Vec<String> =
-        selector.match_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    for e in &selector.match_expressions {
-        terms.push(match e.operator.as_str() {
-            "In" => format!("{} in ({})", e.key, e.values.join(",")),
-            "NotIn" => format!("{} notin ({})", e.key, e.values.join(",")),
-            "Exists" => e.key.clone(),
-            _ => format!("!{}", e.key),
-        });
-    }
-    terms.join(",")
-}
-
-/// The full gRPC names of the API's services.
-pub const SERVICE_NAMES: &[&str] = &[
-    "berth.api.v1.Namespaces",
-    "berth.api.v1.Nodes",
-    "berth.api.v1.Pods",
-    "berth.api.v1.Events",
-    "berth.api.v1.ReplicaSets",
-    "berth.api.v1.Deployments",
-    "berth.api.v1.Leases",
-];
-
-/// Every resource service of the API, to add to a tonic server.
-pub struct ApiServices {
-    pub namespaces: namespaces_server::NamespacesServer<Api>,
-    pub nodes: nodes_server::NodesServer<Api>,
-    pub pods: pods_server::PodsServer<Api>,
-    pub events: events_server::EventsServer<Api>,
-    pub replica_sets: replica_sets_server::ReplicaSetsServer<Api>,
-    pub deployments: deployments_server::DeploymentsServer<Api>,
-    pub leases: leases_server::LeasesServer<Api>,
-}
-
-pub fn services(api: Api) -> ApiServices {
-    ApiServices {
-        namespaces: namespaces_server::NamespacesServer::new(api.clone()),
-        nodes: nodes_server::NodesServer::new(api.clone()),
-        pods: pods_server::PodsServer::new(api.clone()),
-        events: events_server::EventsServer::new(api.clone()),
-        replica_sets: replica_sets_server::ReplicaSetsServer::new(api.clone()),
-        deployments: deployments_server::DeploymentsServer::new(api.clone()),
-        leases: leases_server::LeasesServer::new(api),
     }
 }

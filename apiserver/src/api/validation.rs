@@ -65,22 +65,25 @@ pub(crate) enum NameRule {
 }
 
 pub(crate) fn object_meta(causes: &mut Causes, meta: &ObjectMeta, rule: NameRule) {
+    // A name still to be generated is checked as it will be: the prefix
+    // plus the five characters the registry appends.
+    let (field, name) = if meta.name.is_empty() && !meta.generate_name.is_empty() {
+        ("metadata.generateName", format!("{}xxxxx", meta.generate_name))
+    } else {
+        ("metadata.name", meta.name.clone())
+    };
+    let shown = if field == "metadata.name" { &meta.name } else { &meta.generate_name };
     match rule {
-        NameRule::Label if !is_dns1123_label(&meta.name) => causes
-            .invalid("metadata.name", format!("Invalid value: {:?}: {DNS1123_LABEL}", meta.name)),
-        NameRule::Subdomain if !is_dns1123_subdomain(&meta.name) => causes.invalid(
-            "metadata.name",
-            format!("Invalid value: {:?}: {DNS1123_SUBDOMAIN}", meta.name),
-        ),
-        NameRule::Any
-            if meta.name.is_empty()
-                || meta.name.contains('/')
-                || meta.name == "."
-                || meta.name == ".." =>
-        {
+        NameRule::Label if !is_dns1123_label(&name) => {
+            causes.invalid(field, format!("Invalid value: {shown:?}: {DNS1123_LABEL}"))
+        }
+        NameRule::Subdomain if !is_dns1123_subdomain(&name) => {
+            causes.invalid(field, format!("Invalid value: {shown:?}: {DNS1123_SUBDOMAIN}"))
+        }
+        NameRule::Any if name.is_empty() || name.contains('/') || name == "." || name == ".." => {
             causes.invalid(
-                "metadata.name",
-                format!("Invalid value: {:?}: may not be empty or contain '/'", meta.name),
+                field,
+                format!("Invalid value: {shown:?}: may not be empty or contain '/'"),
             )
         }
         _ => {}

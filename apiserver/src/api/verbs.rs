@@ -148,27 +148,18 @@ async fn finish_deletion<T: Kind>(registry: &Registry<Store>, object: T) -> Resu
     Ok(object)
 }
 
-/// JSON merge patch (RFC 7386) on the object's JSON form, then a strict
+/// A patch (merge, JSON or strategic) on the object's JSON form, then a strict
 /// decode and an update conditioned on the version the patch was applied to.
 pub(crate) async fn patch<T: Kind>(
     write: &Write<'_>,
     request: &PatchRequest,
 ) -> Result<T, ApiError> {
-    match request.patch_type.as_str() {
-        "" | "application/merge-patch+json" => {}
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "patch type {other:?} is not supported here; use application/merge-patch+json"
-            )))
-        }
-    }
-    let patch: serde_json::Value = serde_json::from_slice(&request.patch)
-        .map_err(|e| ApiError::BadRequest(format!("the patch is not JSON: {e}")))?;
+    let patch = super::patch::Patch::parse(&request.patch_type, &request.patch)?;
     for _ in 0..PATCH_ATTEMPTS {
         let current: T = get(&write.registry, &request.namespace, &request.name, "").await?;
         let mut document =
             serde_json::to_value(&current).map_err(|e| ApiError::Internal(e.to_string()))?;
-        merge_patch(&mut document, &patch);
+        patch.apply(&mut document)?;
         let bytes = serde_json::to_vec(&document).map_err(|e| ApiError::Internal(e.to_string()))?;
         let mut patched: T = from_json(&bytes).map_err(|e| ApiError::Invalid {
             kind: T::KIND.into(),
@@ -194,25 +185,6 @@ pub(crate) async fn patch<T: Kind>(
         name: request.name.clone(),
         reason: "the object kept changing while the patch was applied".into(),
     })
-}
-
-/// RFC 7386: objects merge key by key, null removes, anything else replaces.
-pub(crate) fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
-    let Some(patch_map) = patch.as_object() else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = serde_json::Value::Object(Default::default());
-    }
-    let target_map = target.as_object_mut().expect("made an object just above");
-    for (key, value) in patch_map {
-        if value.is_null() {
-            target_map.remove(key);
-        } else {
-            merge_patch(target_map.entry(key.clone()).or_insert(serde_json::Value::Null), value);
-        }
-    }
 }
 
 /// Delete: at once, or — when finalizers remain, or a bound pod must first be

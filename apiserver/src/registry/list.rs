@@ -115,7 +115,22 @@ pub(crate) fn field_value<T: Resource>(object: &T, path: &str) -> String {
     at.as_str().unwrap_or_default().to_string()
 }
 
-const FIELDS: &[&str] = &["metadata.name", "metadata.namespace", "spec.nodeName", "status.phase"];
+const FIELDS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "spec.nodeName",
+    "status.phase",
+    // Events, as `kubectl describe` selects them.
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "type",
+];
 
 impl<S: KeyValue + Clone + 'static> Registry<S> {
     pub async fn list<T: Resource>(

@@ -1,0 +1,421 @@
+//! The real kubectl against three `berth server` processes through the
+//! Kubernetes REST API: discovery, create and apply with strict server-side
+//! validation, get in its usual forms, label, annotate, the three patch
+//! types, scale, watch, describe and delete; then the peer kubectl talks to
+//! is killed and the session goes on through another peer's context.
+
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Servers {
+    children: Vec<Option<Child>>,
+    http: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
+}
+
+impl Servers {
+    fn start() -> Servers {
+        let dir = tempfile::tempdir().unwrap();
+        let grpc: Vec<String> = (0..3).map(|_| free_addr()).collect();
+        let http: Vec<String> = (0..3).map(|_| free_addr()).collect();
+        let peers: Vec<String> =
+            grpc.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+        let children = (0..3)
+            .map(|i| {
+                Some(
+                    Command::new(env!("CARGO_BIN_EXE_berth"))
+                        .args(["server", "--id", &(i + 1).to_string(), "--cluster", "kubectl"])
+                        .args([
+                            "--peers",
+                            &peers.join(","),
+                            "--listen",
+                            &grpc[i],
+                            "--http",
+                            &http[i],
+                        ])
+                        .arg("--data-dir")
+                        .arg(dir.path().join(format!("peer-{}", i + 1)))
+                        .args(["--heartbeat-ms", "50", "--election-timeout-ms", "200-400"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("berth server starts"),
+                )
+            })
+            .collect();
+        Servers { children, http, _dir: dir }
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A kubeconfig with a context per peer.
+fn kubeconfig(dir: &std::path::Path, http: &[String]) -> std::path::PathBuf {
+    let mut text = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
+    for (i, addr) in http.iter().enumerate() {
+        text += &format!("- name: peer-{i}\n  cluster:\n    server: http://{addr}\n");
+    }
+    text += "users:\n- name: anonymous\n  user: {}\ncontexts:\n";
+    for i in 0..http.len() {
+        text +=
+            &format!("- name: peer-{i}\n  context:\n    cluster: peer-{i}\n    user: anonymous\n");
+    }
+    text += "current-context: peer-0\n";
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+struct Kubectl {
+    config: std::path::PathBuf,
+}
+
+impl Kubectl {
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new("kubectl")
+            .env("KUBECONFIG", &self.config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        if let Some(text) = stdin {
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs kubectl and returns its stdout; fails the test if it fails.
+    fn ok(&self, args: &[&str]) -> String {
+        self.ok_with(args, None)
+    }
+
+    fn ok_with(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn fails(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(!out.status.success(), "kubectl {args:?} should have failed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.27
+        ports:
+        - containerPort: 80
+";
+
+#[test]
+fn a_kubectl_session_against_three_peers_survives_losing_its_peer() {
+    if Command::new("kubectl").arg("version").arg("--client").output().is_err() {
+        eprintln!("SKIPPED: kubectl is not on PATH");
+        return;
+    }
+    let mut servers = Servers::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kubectl = Kubectl { config: kubeconfig(dir.path(), &servers.http) };
+    // Ready once every peer lists the bootstrap namespaces.
+    for i in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let context = format!("--context=peer-{i}");
+        while !kubectl.run(&[&context, "get", "ns", "kube-system"], None).status.success() {
+            assert!(Instant::now() < deadline, "peer {i} never served");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    let resources = kubectl.ok(&["api-resources"]);
+    for line in ["deployments   deploy", "pods          po", "replicasets   rs"] {
+        assert!(resources.contains(line), "{resources}");
+    }
+    kubectl.ok_with(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n"),
+    );
+    assert!(kubectl
+        .ok_with(&["-n", "demo", "apply", "-f", "-"], Some(DEPLOYMENT))
+        .contains("deployment.apps/web created"));
+    let wide = kubectl.ok(&["-n", "demo", "get", "deploy", "-o", "wide"]);
+    assert!(
+        wide.starts_with(
+            "NAME   READY   UP-TO-DATE   AVAILABLE   AGE   CONTAINERS   IMAGES       SELECTOR"
+        ),
+        "{wide}"
+    );
+    assert!(wide.contains("web    0/2") && wide.contains("nginx:1.27   app=web"), "{wide}");
+    let json: serde_json::Value =
+        serde_json::from_str(&kubectl.ok(&["-n", "demo", "get", "deploy", "web", "-o", "json"]))
+            .unwrap();
+    assert_eq!(json["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+    assert_eq!(
+        kubectl.ok(&["-n", "demo", "get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
+        "2"
+    );
+
+    kubectl.ok(&["-n", "demo", "label", "deploy", "web", "tier=front"]);
+    kubectl.ok(&["-n", "demo", "annotate", "deploy", "web", "owner=team-a"]);
+    kubectl.ok(&[
+        "-n",
+        "demo",
+        "patch",
+        "deploy",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"minReadySeconds":5}}"#,
+    ]);
+    kubectl.ok(&[
+        "-n",
+        "demo",
+        "patch",
+        "deploy",
+        "web",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/replicas","value":4}]"#,
+    ]);
+    kubectl.ok(&[
+        "-n",
+        "demo",
+        "patch",
+        "deploy",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"nginx","image":"nginx:1.28"}]}}}}"#,
+    ]);
+    let yaml = kubectl.ok(&["-n", "demo", "get", "deploy", "web", "-o", "yaml"]);
+    for expected in [
+        "tier: front",
+        "owner: team-a",
+        "minReadySeconds: 5",
+        "replicas: 4",
+        "image: nginx:1.28",
+        "containerPort: 80",
+    ] {
+        assert!(yaml.contains(expected), "{expected} missing from\n{yaml}");
+    }
+    // Apply again: the manifest's fields win where it sets them.
+    assert!(kubectl
+        .ok_with(&["-n", "demo", "apply", "-f", "-"], Some(DEPLOYMENT))
+        .contains("configured"));
+    assert!(kubectl
+        .ok_with(&["-n", "demo", "apply", "-f", "-"], Some(DEPLOYMENT))
+        .contains("unchanged"));
+    assert_eq!(
+        kubectl.ok(&[
+            "-n",
+            "demo",
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image}"
+        ]),
+        "2 nginx:1.27"
+    );
+    kubectl.ok(&["-n", "demo", "scale", "deploy", "web", "--replicas=3"]);
+    assert_eq!(
+        kubectl.ok(&["-n", "demo", "get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
+        "3"
+    );
+    let described = kubectl.ok(&["-n", "demo", "describe", "deploy", "web"]);
+    assert!(described.contains("Replicas:               3 desired"), "{described}");
+
+    let explained = kubectl.ok(&["explain", "deploy.spec.strategy"]);
+    assert!(
+        explained.contains("rollingUpdate") && explained.contains("<RollingUpdateDeployment>"),
+        "{explained}"
+    );
+
+    // A misspelled field is refused by the server's strict validation.
+    let typo = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\nspec:\n  containers:\n  - name: c\n    image: busybox\n    imagee: typo\n";
+    let refused = kubectl.fails(&["-n", "demo", "apply", "-f", "-"], Some(typo));
+    assert!(refused.contains("imagee: unknown field (did you mean \"image\"?)"), "{refused}");
+
+    // A watch sees a change made while it runs.
+    let mut watch = Command::new("kubectl")
+        .env("KUBECONFIG", &kubectl.config)
+        .args([
+            "-n",
+            "demo",
+            "get",
+            "deploy",
+            "web",
+            "-w",
+            "-o",
+            "jsonpath={.metadata.labels.step}{\"\\n\"}",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Label until the watch reports a labelled version (it may start
+    // watching after the first label).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut step = 0;
+    let saw_change = loop {
+        kubectl.ok(&[
+            "-n",
+            "demo",
+            "label",
+            "--overwrite",
+            "deploy",
+            "web",
+            &format!("step=s{step}"),
+        ]);
+        step += 1;
+        match seen.recv_timeout(Duration::from_millis(500)) {
+            Ok(line) if line.starts_with('s') => break true,
+            _ if Instant::now() > deadline => break false,
+            _ => {}
+        }
+    };
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let _ = reader.join();
+    assert!(saw_change, "the watch saw no change");
+
+    // The peer kubectl talks to goes away; another context goes on.
+    servers.kill(0);
+    kubectl.ok(&["config", "use-context", "peer-1"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = kubectl.run(&["-n", "demo", "delete", "deploy", "web"], None);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no peer took over: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let left = kubectl.run(&["-n", "demo", "get", "deploy"], None);
+    assert!(String::from_utf8_lossy(&left.stderr).contains("No resources found"), "{left:?}");
+}
+
+#[test]
+fn kubectl_deletes_a_collection_by_label() {
+    if Command::new("kubectl").arg("version").arg("--client").output().is_err() {
+        eprintln!("SKIPPED: kubectl is not on PATH");
+        return;
+    }
+    let servers = Servers::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kubectl = Kubectl { config: kubeconfig(dir.path(), &servers.http) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !kubectl.run(&["get", "ns", "default"], None).status.success() {
+        assert!(Instant::now() < deadline, "the cluster never served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (name, tier) in [("a", "web"), ("b", "web"), ("c", "db")] {
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{tier: {tier}}}\nspec:\n  containers:\n  - name: c\n    image: busybox\n"
+        );
+        kubectl.ok_with(&["apply", "-f", "-"], Some(&pod));
+    }
+    let got = kubectl.ok(&["get", "pods", "-l", "tier=web", "-o", "name"]);
+    assert_eq!(got, "pod/a\npod/b\n");
+    kubectl.ok(&["delete", "pods", "-l", "tier=web"]);
+    assert_eq!(kubectl.ok(&["get", "pods", "-o", "name"]), "pod/c\n");
+}
+
+/// The Python interpreter with the kubernetes client, made by scripts/setup.
+fn python_with_kubernetes() -> Option<std::path::PathBuf> {
+    let candidates = [
+        std::env::var_os("BERTH_PYENV").map(std::path::PathBuf::from),
+        Some(std::path::PathBuf::from("/var/cache/berth/pyenv")),
+        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/berth/pyenv")),
+    ];
+    candidates.into_iter().flatten().map(|env| env.join("bin/python")).find(|python| {
+        Command::new(python)
+            .args(["-c", "import kubernetes"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+#[test]
+fn the_python_kubernetes_client_lists_watches_and_writes() {
+    let Some(python) = python_with_kubernetes() else {
+        eprintln!("SKIPPED: no Python environment with the kubernetes client (run scripts/setup)");
+        return;
+    };
+    let servers = Servers::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kubectl = Kubectl { config: kubeconfig(dir.path(), &servers.http) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !kubectl.run(&["get", "ns", "default"], None).status.success() {
+        assert!(Instant::now() < deadline, "the cluster never served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/k8s_python_client.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(format!("http://{}", servers.http[1]))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
