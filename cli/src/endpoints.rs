@@ -1,17 +1,23 @@
-//! /healthz and /metrics over HTTP for the control-loop subcommands
-//! (scheduler, controller-manager): one place, so each exposes the same.
+//! /healthz (and /livez), /leaderz and /metrics over HTTP for the
+//! control-loop subcommands (scheduler, controller-manager): one place, so
+//! each exposes the same.
 
 use anyhow::{Context, Result};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
+use berth_client::FenceToken;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use std::net::SocketAddr;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Installs the Prometheus recorder and serves the endpoints on `addr`
-/// until `stop`. Call before the component records anything.
+/// until `stop`; /leaderz answers 200 while `leading` holds a token. Call
+/// before the component records anything.
 pub async fn serve(
     addr: SocketAddr,
+    leading: watch::Receiver<Option<FenceToken>>,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let recorder = PrometheusBuilder::new().build_recorder();
@@ -22,6 +28,8 @@ pub async fn serve(
         .with_context(|| format!("listen on {addr} for /healthz and /metrics"))?;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/leaderz", get(move || std::future::ready(leaderz(&leading))))
         .route("/metrics", get(move || std::future::ready(handle.render())));
     Ok(tokio::spawn(async move {
         let served =
@@ -30,6 +38,13 @@ pub async fn serve(
             tracing::error!(error = %e, "health and metrics endpoint failed");
         }
     }))
+}
+
+fn leaderz(leading: &watch::Receiver<Option<FenceToken>>) -> (StatusCode, String) {
+    match leading.borrow().as_ref() {
+        Some(token) => (StatusCode::OK, format!("leading with {token}\n")),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "standing by\n".into()),
+    }
 }
 
 /// Waits for SIGINT or SIGTERM, then cancels `stop`.

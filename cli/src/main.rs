@@ -1,6 +1,7 @@
 //! `berth`: the one binary. Servers, node agents and control loops run as its
 //! subcommands, and so do the operator's verbs.
 
+mod controller_manager;
 mod endpoints;
 mod manifests;
 mod scheduler;
@@ -31,7 +32,7 @@ enum Command {
     /// Run a scheduler replica (one leader at a time)
     Scheduler(scheduler::SchedulerArgs),
     /// Run a controller-manager replica (one leader at a time)
-    ControllerManager(Pending),
+    ControllerManager(controller_manager::ControllerManagerArgs),
     /// Start a local highly available cluster on this machine
     Up(Pending),
     /// Run OCI containers from bundles (runc-compatible: create, start, state,
@@ -87,6 +88,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => return manifests::validate(args),
         Command::Server(args) => return server::run(args),
         Command::Scheduler(args) => return scheduler::run(args),
+        Command::ControllerManager(args) => return controller_manager::run(args),
         Command::Runtime(args) => {
             let mut argv = vec!["berth runtime".to_string()];
             argv.extend(args.args.iter().cloned());
@@ -98,7 +100,6 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Agent(_) => "agent",
-        Command::ControllerManager(_) => "controller-manager",
         Command::Up(_) => "up",
         Command::DevicePlugin(_) => "device-plugin",
         Command::Chaos(_) => "chaos",

@@ -20,7 +20,7 @@ pub struct SchedulerArgs {
     /// Schedule the pods whose spec.schedulerName is this
     #[arg(long, default_value = berth_scheduler::DEFAULT_SCHEDULER_NAME)]
     scheduler_name: String,
-    /// /healthz and /metrics
+    /// /healthz, /leaderz and /metrics
     #[arg(long, default_value = "127.0.0.1:10259")]
     http: SocketAddr,
     /// How long the Lease holds without renewal; a standby takes over after
@@ -69,10 +69,11 @@ fn schedule(args: &SchedulerArgs) -> Result<()> {
     runtime.block_on(async {
         let client = berth_client::Client::new(peers)?;
         let stop = tokio_util::sync::CancellationToken::new();
-        let http = endpoints::serve(args.http, stop.clone()).await?;
+        let (leadership, leading) = tokio::sync::watch::channel(None);
+        let http = endpoints::serve(args.http, leading, stop.clone()).await?;
         tracing::info!(%identity, server = %args.server, "scheduler replica starting");
         let signals = endpoints::stop_on_signal(stop.clone());
-        let scheduling = berth_scheduler::run(client, config, stop.clone());
+        let scheduling = berth_scheduler::run_reporting(client, config, stop.clone(), leadership);
         let (signalled, ()) = tokio::join!(signals, scheduling);
         stop.cancel();
         let _ = http.await;

@@ -17,4 +17,4 @@ mod scheduler;
 
 pub use queue::QueueTiming;
 pub use resources::Resources;
-pub use scheduler::{run, SchedulerConfig, DEFAULT_SCHEDULER_NAME, LEASE_NAME};
+pub use scheduler::{run, run_reporting, SchedulerConfig, DEFAULT_SCHEDULER_NAME, LEASE_NAME};

@@ -59,6 +59,17 @@ impl SchedulerConfig {
 
 /// Campaigns until `stop`; schedules during each term of leadership.
 pub async fn run(client: Client, config: SchedulerConfig, stop: CancellationToken) {
+    run_reporting(client, config, stop, tokio::sync::watch::channel(None).0).await
+}
+
+/// As [`run`], and tells `leadership` the token of each term (None between
+/// terms), for a /leaderz endpoint.
+pub async fn run_reporting(
+    client: Client,
+    config: SchedulerConfig,
+    stop: CancellationToken,
+    leadership: tokio::sync::watch::Sender<Option<FenceToken>>,
+) {
     let elector = LeaderElector::new(
         &client,
         "kube-system",
@@ -83,6 +94,7 @@ pub async fn run(client: Client, config: SchedulerConfig, stop: CancellationToke
             }
         };
         tracing::info!(identity = %config.identity, %token, "scheduling as leader");
+        leadership.send_replace(Some(token.clone()));
         let term = stop.child_token();
         let scheduling = schedule(client.fenced(&token), config.clone(), term.clone());
         tokio::pin!(scheduling);
@@ -99,6 +111,7 @@ pub async fn run(client: Client, config: SchedulerConfig, stop: CancellationToke
             }
             _ = &mut scheduling => {}
         }
+        leadership.send_replace(None);
     }
 }
 
