@@ -6,6 +6,7 @@ mod endpoints;
 mod manifests;
 mod scheduler;
 mod server;
+mod up;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
@@ -34,7 +35,7 @@ enum Command {
     /// Run a controller-manager replica (one leader at a time)
     ControllerManager(controller_manager::ControllerManagerArgs),
     /// Start a local highly available cluster on this machine
-    Up(Pending),
+    Up(up::UpArgs),
     /// Run OCI containers from bundles (runc-compatible: create, start, state,
     /// kill, delete, run, exec; --root, --bundle, --pid-file)
     #[command(disable_help_flag = true)]
@@ -89,6 +90,7 @@ fn main() -> ExitCode {
         Command::Server(args) => return server::run(args),
         Command::Scheduler(args) => return scheduler::run(args),
         Command::ControllerManager(args) => return controller_manager::run(args),
+        Command::Up(args) => return up::run(args),
         Command::Runtime(args) => {
             let mut argv = vec!["berth runtime".to_string()];
             argv.extend(args.args.iter().cloned());
@@ -100,7 +102,6 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Agent(_) => "agent",
-        Command::Up(_) => "up",
         Command::DevicePlugin(_) => "device-plugin",
         Command::Chaos(_) => "chaos",
         Command::Get(_) => "get",

@@ -165,7 +165,8 @@ impl LeaderElector {
             }
         }
         if self.leading.borrow().is_some() {
-            self.release().await;
+            // Bounded: with the API gone, the lease simply lapses.
+            let _ = tokio::time::timeout(self.timing.renew_deadline, self.release()).await;
         }
         self.step_down("stopped");
     }

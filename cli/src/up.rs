@@ -1,0 +1,404 @@
+//! `berth up`: a local highly available control plane in one command —
+//! three API server peers, two scheduler and two controller-manager
+//! replicas, each its own process of this binary, with their data, logs,
+//! ports and a kubeconfig under one directory. Ctrl-C stops everything; the
+//! next `berth up` on the same directory brings the same cluster back.
+
+use anyhow::{bail, Context, Result};
+use berth_proto::etcd::etcdserverpb::maintenance_client::MaintenanceClient;
+use berth_proto::etcd::etcdserverpb::StatusRequest;
+use serde::{Deserialize, Serialize};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Where the cluster keeps its data, logs, ports and kubeconfig
+    /// [default: ~/.berth/up]
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Start, print how to reach the cluster, and return once it is ready
+    /// (the processes keep running; `berth up --down` stops them)
+    #[arg(long)]
+    detach: bool,
+    /// Stop a detached cluster
+    #[arg(long, conflicts_with = "detach")]
+    down: bool,
+    /// Also run a sample workload (needs node agents, which are not built yet)
+    #[arg(long)]
+    demo: bool,
+}
+
+/// The ports of a cluster, chosen on its first start and kept so that a
+/// restart finds its peers where they were.
+#[derive(Serialize, Deserialize)]
+struct Layout {
+    peers: Vec<PeerPorts>,
+    schedulers: Vec<String>,
+    controller_managers: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PeerPorts {
+    grpc: String,
+    http: String,
+}
+
+const PEERS: usize = 3;
+const REPLICAS: usize = 2;
+
+pub fn run(args: &UpArgs) -> ExitCode {
+    match up(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth up: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn free_addr() -> Result<String> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
+}
+
+fn layout(dir: &Path) -> Result<Layout> {
+    let path = dir.join("cluster.json");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{} is damaged", path.display()));
+    }
+    let layout = Layout {
+        peers: (0..PEERS)
+            .map(|_| Ok(PeerPorts { grpc: free_addr()?, http: free_addr()? }))
+            .collect::<Result<_>>()?,
+        schedulers: (0..REPLICAS).map(|_| free_addr()).collect::<Result<_>>()?,
+        controller_managers: (0..REPLICAS).map(|_| free_addr()).collect::<Result<_>>()?,
+    };
+    std::fs::write(&path, serde_json::to_vec_pretty(&layout)?)?;
+    Ok(layout)
+}
+
+/// A kubeconfig with a context per peer, so `kubectl --context peer-2`
+/// reaches any of them.
+fn kubeconfig(layout: &Layout) -> String {
+    let mut text = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
+    for (i, p) in layout.peers.iter().enumerate() {
+        text +=
+            &format!("- name: berth-peer-{}\n  cluster:\n    server: http://{}\n", i + 1, p.http);
+    }
+    text += "users:\n- name: berth-local\n  user: {}\ncontexts:\n";
+    for i in 1..=layout.peers.len() {
+        text += &format!(
+            "- name: peer-{i}\n  context:\n    cluster: berth-peer-{i}\n    user: berth-local\n"
+        );
+    }
+    text += "current-context: peer-1\n";
+    text
+}
+
+/// The cluster's processes; whatever is still running when this goes is
+/// stopped (SIGTERM, then SIGKILL).
+struct Processes {
+    children: Vec<(String, Child)>,
+}
+
+impl Processes {
+    fn spawn(&mut self, dir: &Path, name: &str, args: &[String]) -> Result<()> {
+        let log = std::fs::File::create(dir.join("logs").join(format!("{name}.log")))?;
+        // Its own process group: a Ctrl-C in the terminal reaches only
+        // `berth up`, which then stops the cluster in order.
+        let child = Command::new(std::env::current_exe()?)
+            .process_group(0)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {name}"))?;
+        self.children.push((name.to_string(), child));
+        Ok(())
+    }
+
+    /// The first process that exited, with how.
+    fn exited(&mut self) -> Option<String> {
+        self.children.iter_mut().find_map(|(name, child)| match child.try_wait() {
+            Ok(Some(status)) => Some(format!("{name} exited ({status})")),
+            _ => None,
+        })
+    }
+
+    /// Stops the control loops first, while the peers can still take their
+    /// last writes (giving up their leases), then the peers.
+    fn stop(&mut self) {
+        let (peers, loops): (Vec<_>, Vec<_>) = std::mem::take(&mut self.children)
+            .into_iter()
+            .partition(|(name, _)| name.starts_with("peer-"));
+        for (group, grace) in [(loops, Duration::from_secs(5)), (peers, Duration::from_secs(10))] {
+            for (_, child) in &group {
+                let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            }
+            let deadline = Instant::now() + grace;
+            for (name, mut child) in group {
+                while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if child.try_wait().ok().flatten().is_none() {
+                    eprintln!("berth up: {name} did not stop in time; killing it");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn default_dir() -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set; pass --dir")?;
+    Ok(PathBuf::from(home).join(".berth").join("up"))
+}
+
+fn up(args: &UpArgs) -> Result<()> {
+    if args.demo {
+        bail!("--demo runs a Deployment on the cluster's nodes, and the node agent (berth agent) is not built yet; run `berth up` and apply workloads with kubectl");
+    }
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => default_dir()?,
+    };
+    let pids = dir.join("pids");
+    if args.down {
+        return down(&pids);
+    }
+    std::fs::create_dir_all(dir.join("logs"))
+        .with_context(|| format!("create {}", dir.display()))?;
+    // Signals are caught from here on, so that a Ctrl-C while the cluster
+    // starts still stops every process it started.
+    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    let mut signals = runtime.block_on(async { Signals::new() })?;
+    if let Ok(text) = std::fs::read_to_string(&pids) {
+        let alive = text
+            .lines()
+            .filter_map(|l| l.parse::<i32>().ok())
+            .any(|pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok());
+        if alive {
+            bail!(
+                "a cluster already runs from {} (stop it with `berth up --down --dir {}`)",
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
+    let layout = layout(&dir)?;
+    for p in &layout.peers {
+        if std::net::TcpListener::bind(&p.grpc).is_err()
+            || std::net::TcpListener::bind(&p.http).is_err()
+        {
+            bail!(
+                "port {} or {} is taken by another program; stop it, or use another --dir",
+                p.grpc,
+                p.http
+            );
+        }
+    }
+    let servers: Vec<String> = layout.peers.iter().map(|p| p.grpc.clone()).collect();
+    let members: Vec<String> =
+        servers.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+    let mut processes = Processes { children: Vec::new() };
+    for (i, p) in layout.peers.iter().enumerate() {
+        let id = (i + 1).to_string();
+        let data = dir.join(format!("peer-{id}"));
+        let args: Vec<String> = [
+            "server",
+            "--id",
+            &id,
+            "--cluster",
+            "berth-up",
+            "--peers",
+            &members.join(","),
+            "--listen",
+            &p.grpc,
+            "--http",
+            &p.http,
+            "--data-dir",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([data.to_string_lossy().into_owned()])
+        .collect();
+        processes.spawn(&dir, &format!("peer-{id}"), &args)?;
+    }
+    for (i, http) in layout.schedulers.iter().enumerate() {
+        let args = [
+            "scheduler",
+            "--server",
+            &servers.join(","),
+            "--id",
+            &format!("scheduler-{}", i + 1),
+            "--http",
+            http,
+        ];
+        processes.spawn(&dir, &format!("scheduler-{}", i + 1), &args.map(String::from))?;
+    }
+    for (i, http) in layout.controller_managers.iter().enumerate() {
+        let id = format!("controller-manager-{}", i + 1);
+        let args =
+            ["controller-manager", "--server", &servers.join(","), "--id", &id, "--http", http];
+        processes.spawn(&dir, &id, &args.map(String::from))?;
+    }
+    let pid_list: Vec<String> =
+        processes.children.iter().map(|(_, c)| c.id().to_string()).collect();
+    std::fs::write(&pids, pid_list.join("\n"))?;
+    let kubeconfig_path = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig_path, kubeconfig(&layout))?;
+
+    if !runtime.block_on(wait_ready(&layout, &mut processes, &mut signals))? {
+        println!("berth: stopping");
+        processes.stop();
+        let _ = std::fs::remove_file(&pids);
+        return Ok(());
+    }
+    println!("berth: a 3-peer control plane is up (data and logs in {})", dir.display());
+    for (i, p) in layout.peers.iter().enumerate() {
+        println!("  peer-{}: gRPC {}  HTTP {}", i + 1, p.grpc, p.http);
+    }
+    println!(
+        "  kubectl: export KUBECONFIG={}   (contexts peer-1, peer-2, peer-3)",
+        kubeconfig_path.display()
+    );
+    println!("  berth API: --server {}", servers.join(","));
+    println!("  nodes: none yet; the node agent (berth agent) comes next");
+    if args.detach {
+        // The processes outlive this command; --down stops them.
+        processes.children.clear();
+        return Ok(());
+    }
+    println!("Ctrl-C stops the cluster; `berth up` on the same --dir brings it back.");
+    runtime.block_on(watch(&layout, &mut processes, &mut signals))?;
+    println!("berth: stopping");
+    processes.stop();
+    let _ = std::fs::remove_file(&pids);
+    Ok(())
+}
+
+fn down(pids: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(pids)
+        .with_context(|| format!("no cluster recorded in {}", pids.display()))?;
+    for pid in text.lines().filter_map(|l| l.parse::<i32>().ok()).rev() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    std::fs::remove_file(pids)?;
+    println!("berth: stopped");
+    Ok(())
+}
+
+/// Each peer's view: (its id, the leader it knows, the Raft term).
+async fn peer_status(addr: &str) -> Option<(u64, u64)> {
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{addr}")).ok()?.connect_lazy();
+    let mut maintenance = MaintenanceClient::new(channel);
+    let call = maintenance.status(StatusRequest {});
+    let status = tokio::time::timeout(Duration::from_secs(1), call).await.ok()?.ok()?.into_inner();
+    Some((status.leader, status.raft_term))
+}
+
+/// SIGINT and SIGTERM, caught from when they are made.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("catch SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("catch SIGTERM")?,
+        })
+    }
+
+    async fn received(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// Waits until the API answers; false when a signal came first.
+async fn wait_ready(
+    layout: &Layout,
+    processes: &mut Processes,
+    signals: &mut Signals,
+) -> Result<bool> {
+    let client = berth_client::Client::new(layout.peers.iter().map(|p| p.grpc.clone()))?;
+    let namespaces = berth_client::Api::<berth_proto::core_v1::Namespace>::all(&client);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(why) = processes.exited() {
+            bail!("{why}; see its log under logs/");
+        }
+        if namespaces.get("default").await.is_ok() {
+            return Ok(true);
+        }
+        if Instant::now() > deadline {
+            bail!("the cluster did not become ready within 60 s; see the logs under logs/");
+        }
+        tokio::select! {
+            _ = signals.received() => return Ok(false),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// Prints the cluster's state when it changes, until Ctrl-C or SIGTERM.
+async fn watch(layout: &Layout, processes: &mut Processes, signals: &mut Signals) -> Result<()> {
+    let client = berth_client::Client::new(layout.peers.iter().map(|p| p.grpc.clone()))?;
+    let leases = berth_client::Api::<berth_proto::coordination_v1::Lease>::namespaced(
+        &client,
+        "kube-system",
+    );
+    let mut last = String::new();
+    loop {
+        if let Some(why) = processes.exited() {
+            eprintln!("berth up: {why}; see its log under logs/");
+        }
+        let mut line = Vec::new();
+        for (i, p) in layout.peers.iter().enumerate() {
+            line.push(match peer_status(&p.grpc).await {
+                Some((leader, term)) if leader == i as u64 + 1 => {
+                    format!("peer-{} leader (term {term})", i + 1)
+                }
+                Some((_, term)) => format!("peer-{} follower (term {term})", i + 1),
+                None => format!("peer-{} down", i + 1),
+            });
+        }
+        for lease in ["berth-scheduler", "berth-controller-manager"] {
+            let holder = match leases.get(lease).await {
+                Ok(l) => l.spec.and_then(|s| s.holder_identity).unwrap_or_else(|| "none".into()),
+                Err(_) => "unknown".into(),
+            };
+            line.push(format!("{} leader: {holder}", lease.trim_start_matches("berth-")));
+        }
+        let line = line.join(" | ");
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        tokio::select! {
+            _ = signals.received() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! `berth up`: one command brings up three peers, two schedulers and two
+//! controller-managers; Ctrl-C stops every process; the next `berth up` on
+//! the same directory brings back the same cluster with its state.
+
+use berth_client::{Api, Client};
+use berth_proto::coordination_v1::Lease;
+use berth_proto::core_v1::Namespace;
+use berth_proto::meta_v1::ObjectMeta;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `berth up`, interrupted (and so stopped) when dropped.
+struct Up(Child);
+
+impl Up {
+    fn start(dir: &std::path::Path) -> Up {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["up", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("berth up starts");
+        // Ready once it says so.
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = lines.by_ref().map_while(Result::ok).any(|l| l.contains("control plane is up"));
+        assert!(ready, "berth up never reported the cluster up");
+        // Keep draining its status lines so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        Up(child)
+    }
+
+    /// Ctrl-C, and the whole cluster stops.
+    fn interrupt(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "berth up did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(self.0.wait().unwrap().success());
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn peers(dir: &std::path::Path) -> Vec<String> {
+    let layout: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).unwrap()).unwrap();
+    layout["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["grpc"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berth_up_starts_stops_and_restarts_the_same_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    let addresses = peers(dir.path());
+    let client = Client::new(addresses.clone()).unwrap();
+    let namespace = Namespace {
+        metadata: Some(ObjectMeta { name: "kept".into(), ..Default::default() }),
+        ..Default::default()
+    };
+    Api::<Namespace>::all(&client).create(&namespace).await.unwrap();
+    // Both control loops have a leader.
+    let leases = Api::<Lease>::namespaced(&client, "kube-system");
+    for lease in ["berth-scheduler", "berth-controller-manager"] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let holder = leases.get(lease).await.ok().and_then(|l| l.spec?.holder_identity);
+            if holder.is_some_and(|h| !h.is_empty()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{lease} never got a leader");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let kubeconfig = std::fs::read_to_string(dir.path().join("kubeconfig")).unwrap();
+    assert!(kubeconfig.contains("name: peer-3"), "{kubeconfig}");
+
+    tokio::task::spawn_blocking(move || up.interrupt()).await.unwrap();
+    // Every process is gone: the peers' ports are free again.
+    for address in &addresses {
+        assert!(std::net::TcpListener::bind(address).is_ok(), "{address} is still in use");
+    }
+
+    let up = Up::start(dir.path());
+    assert_eq!(peers(dir.path()), addresses, "the cluster came back on other ports");
+    let client = Client::new(addresses).unwrap();
+    let kept = Api::<Namespace>::all(&client).get("kept").await;
+    assert!(kept.is_ok(), "the namespace created before the restart is gone: {kept:?}");
+    tokio::task::spawn_blocking(move || up.interrupt()).await.unwrap();
+}
