@@ -149,24 +149,8 @@ impl Client {
         Req: prost::Message + Clone + 'static,
         Resp: prost::Message + Default + 'static,
     {
-        let path = path(service, method)?;
-        let timeout = self.shared.config.request_timeout;
-        self.with_failover(retry, |channel| {
-            let request = self.request(message.clone());
-            let path = path.clone();
-            async move {
-                let mut grpc = tonic::client::Grpc::new(channel);
-                let call = async {
-                    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-                    grpc.unary(request, path, tonic_prost::ProstCodec::default()).await
-                };
-                match tokio::time::timeout(timeout, call).await {
-                    Ok(result) => result.map(tonic::Response::into_inner),
-                    Err(_) => Err(tonic::Status::deadline_exceeded(format!(
-                        "no answer within {timeout:?}"
-                    ))),
-                }
-            }
+        self.call(service, method, message, retry, |mut grpc, request, path| async move {
+            grpc.unary(request, path, tonic_prost::ProstCodec::default()).await
         })
         .await
     }
@@ -183,21 +167,42 @@ impl Client {
         Req: prost::Message + Clone + 'static,
         Item: prost::Message + Default + 'static,
     {
+        self.call(service, method, message, Retry::Safe, |mut grpc, request, path| async move {
+            grpc.server_streaming(request, path, tonic_prost::ProstCodec::default()).await
+        })
+        .await
+    }
+
+    /// One call made by `invoke` on a ready connection, within the request
+    /// timeout, moved across peers on failure while `retry` allows.
+    async fn call<Req, Out, F, Fut>(
+        &self,
+        service: &str,
+        method: &str,
+        message: Req,
+        retry: Retry,
+        invoke: F,
+    ) -> Result<Out, Error>
+    where
+        Req: prost::Message + Clone + 'static,
+        F: Fn(tonic::client::Grpc<Channel>, tonic::Request<Req>, PathAndQuery) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Out>, tonic::Status>>,
+    {
         let path = path(service, method)?;
         let timeout = self.shared.config.request_timeout;
-        self.with_failover(Retry::Safe, |channel| {
+        self.with_failover(retry, |channel| {
             let request = self.request(message.clone());
-            let path = path.clone();
+            let (path, invoke) = (path.clone(), &invoke);
             async move {
-                let mut grpc = tonic::client::Grpc::new(channel);
                 let call = async {
+                    let mut grpc = tonic::client::Grpc::new(channel);
                     grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-                    grpc.server_streaming(request, path, tonic_prost::ProstCodec::default()).await
+                    invoke(grpc, request, path).await
                 };
                 match tokio::time::timeout(timeout, call).await {
                     Ok(result) => result.map(tonic::Response::into_inner),
                     Err(_) => Err(tonic::Status::deadline_exceeded(format!(
-                        "the watch did not open within {timeout:?}"
+                        "{service}/{method}: no answer within {timeout:?}"
                     ))),
                 }
             }

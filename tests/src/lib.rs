@@ -2,6 +2,7 @@
 //! tests and the benchmarks: history checkers and cluster launchers.
 
 pub mod cluster;
+pub mod fixtures;
 pub mod processes;
 pub mod proxy;
 pub mod stats;

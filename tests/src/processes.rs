@@ -82,3 +82,18 @@ pub fn run_peer(args: &[String]) -> Result<()> {
         Ok(())
     })
 }
+
+/// Waits until the cluster serves the bootstrap namespaces.
+pub async fn wait_ready(client: &berth_client::Client) -> Result<()> {
+    let namespaces = berth_client::Api::<berth_proto::core_v1::Namespace>::all(client);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if namespaces.list(&Default::default()).await.is_ok_and(|l| l.items.len() >= 3) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the cluster never became ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -10,7 +10,7 @@ use berth_client::{
     LeaderElector, ListParams, WatchEvent, WatchParams,
 };
 use berth_proto::coordination_v1::Lease;
-use berth_proto::core_v1::{Container, Node, Pod, PodSpec};
+use berth_proto::core_v1::{Node, Pod};
 use berth_proto::meta_v1::{ObjectMeta, OwnerReference};
 use berth_tests::cluster::ApiCluster;
 use futures::StreamExt;
@@ -21,22 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 fn pod(name: &str) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "c".into(),
-                image: "busybox:1.36".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    berth_tests::fixtures::pod("default", name, &[])
 }
 
 fn pods(client: &Client) -> Api<Pod> {

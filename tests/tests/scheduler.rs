@@ -6,55 +6,21 @@
 
 use berth_client::{Api, Client, ElectionTiming, LeaderElector, ListParams};
 use berth_proto::coordination_v1::Lease;
-use berth_proto::core_v1::{
-    Container, Event, Node, NodeSpec, NodeStatus, Pod, PodSpec, ResourceRequirements, Taint,
-    Toleration,
-};
-use berth_proto::meta_v1::{ObjectMeta, OwnerReference};
-use berth_proto::Quantity;
+use berth_proto::core_v1::{Event, Node, Pod, Taint, Toleration};
+use berth_proto::meta_v1::OwnerReference;
 use berth_scheduler::{QueueTiming, SchedulerConfig};
 use berth_tests::cluster::ApiCluster;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
-    pairs.iter().map(|(k, v)| (k.to_string(), Quantity::parse(v).unwrap())).collect()
-}
-
 fn node(name: &str, allocatable: &[(&str, &str)]) -> Node {
-    let mut all = vec![("pods", "110")];
-    all.extend_from_slice(allocatable);
-    Node {
-        metadata: Some(ObjectMeta { name: name.into(), ..Default::default() }),
-        spec: Some(NodeSpec::default()),
-        status: Some(NodeStatus { allocatable: quantities(&all), ..Default::default() }),
-        ..Default::default()
-    }
+    berth_tests::fixtures::node(name, allocatable)
 }
 
 fn pod(name: &str, requests: &[(&str, &str)]) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "c".into(),
-                image: "busybox:1.36".into(),
-                resources: Some(ResourceRequirements {
-                    requests: quantities(requests),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    berth_tests::fixtures::pod("default", name, requests)
 }
 
 fn fast_config(identity: &str) -> SchedulerConfig {

@@ -11,7 +11,7 @@
 
 use anyhow::{bail, Context, Result};
 use berth_client::{Api, Client, ListParams, WatchEvent, WatchParams};
-use berth_proto::core_v1::{Container, Namespace, Pod, PodSpec};
+use berth_proto::core_v1::{Namespace, Pod};
 use berth_proto::meta_v1::ObjectMeta;
 use berth_tests::stats::percentile_ms;
 use futures::StreamExt;
@@ -46,7 +46,7 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let client = Client::new(cluster.endpoints.clone())?;
-        wait_ready(&client).await?;
+        berth_tests::processes::wait_ready(&client).await?;
         let mut rows = Vec::new();
         rows.push(creates(&cluster.endpoints, pods, clients).await?);
         rows.push(lists(&client, pods).await?);
@@ -79,23 +79,11 @@ fn row(test: String, mut latencies: Vec<Duration>, elapsed: Option<Duration>) ->
 }
 
 fn pod(namespace: &str, name: &str) -> Pod {
-    Pod {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            namespace: namespace.into(),
-            labels: [("app".to_string(), "bench".to_string())].into(),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "app".into(),
-                image: "registry.local/app:1.0".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
+    let mut pod = berth_tests::fixtures::pod(namespace, name, &[]);
+    if let Some(meta) = pod.metadata.as_mut() {
+        meta.labels.insert("app".into(), "bench".into());
     }
+    pod
 }
 
 /// A client whose first peer is `first`, so load spreads over the peers.
@@ -201,18 +189,4 @@ async fn watch_delivery(endpoints: &[String], watchers: usize) -> Result<Row> {
     }
     let delays = std::mem::take(&mut *delays.lock().expect("no panics while holding the list"));
     Ok(row(format!("watch delivery, {watchers} watchers"), delays, None))
-}
-
-async fn wait_ready(client: &Client) -> Result<()> {
-    let namespaces = Api::<Namespace>::all(client);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if namespaces.list(&ListParams::default()).await.is_ok_and(|l| l.items.len() >= 3) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the cluster never became ready");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

@@ -142,7 +142,7 @@ async fn run_case(
     metrics: &metrics_exporter_prometheus::PrometheusHandle,
 ) -> Result<String> {
     let client = Client::new(endpoints.to_vec())?;
-    wait_ready(&client).await?;
+    berth_tests::processes::wait_ready(&client).await?;
     let (nodes, pods): (Vec<Node>, Vec<Pod>) = match case {
         "basic" => (
             (0..5000).map(|i| node(&format!("node-{i}"), "4", "16Gi", None)).collect(),
@@ -266,18 +266,4 @@ async fn check_placements(client: &Client) -> Result<()> {
         }
     }
     Ok(())
-}
-
-async fn wait_ready(client: &Client) -> Result<()> {
-    let namespaces = Api::<berth_proto::core_v1::Namespace>::all(client);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if namespaces.list(&ListParams::default()).await.is_ok_and(|l| l.items.len() >= 3) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the cluster never became ready");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
