@@ -19,9 +19,11 @@ const PROTOS: &[&str] = &[
     "berth/api/v1/api.proto",
     "etcd/mvccpb/kv.proto",
     "etcd/etcdserverpb/rpc.proto",
+    "runtime/v1/api.proto",
 ];
 
-/// Packages whose messages are API objects with a JSON/YAML form.
+/// Packages whose messages are API objects with a JSON/YAML form. Wire
+/// protocols (etcd, CRI's runtime.v1) are left out: they have no serde form.
 const API_PACKAGES: &[&str] =
     &["berth.meta.v1", "berth.core.v1", "berth.apps.v1", "berth.coordination.v1"];
 

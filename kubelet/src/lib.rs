@@ -5,7 +5,9 @@
 //! (namespaces, cgroups) on images from the image store, wires pods up with
 //! CNI plugins, and hosts device plugins.
 
+pub mod cri;
 pub mod executor;
 pub mod image;
 
+pub use cri::{CriError, CriServer, RuntimeConfig as CriConfig};
 pub use image::{ImageError, ImageSource, ImageStore};

@@ -47,6 +47,11 @@ mod generated {
     pub mod etcdserverpb {
         include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
     }
+    pub mod runtime {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/runtime.v1.rs"));
+        }
+    }
 }
 
 /// berth's typed gRPC API: one service per resource.
@@ -67,6 +72,10 @@ pub mod etcd {
 pub use generated::berth::core::v1 as core_v1;
 /// metav1: ObjectMeta, LabelSelector, Status.
 pub use generated::berth::meta::v1 as meta_v1;
+/// The container runtime interface, CRI runtime.v1 (a subset: pod sandboxes,
+/// containers, exec, stats, images), wire-compatible with the published API
+/// so the kubelet can talk to any CRI runtime and any CRI client to berth's.
+pub use generated::runtime::v1 as cri_v1;
 
 /// Every message and service as an encoded FileDescriptorSet, for gRPC
 /// server reflection.

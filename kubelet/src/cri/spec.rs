@@ -1,0 +1,389 @@
+//! The OCI runtime spec of a CRI container: what to run (the config over the
+//! image's defaults), as whom, with which mounts and limits, in the pod's
+//! network, IPC and UTS namespaces and its own mount and PID namespaces.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use berth_proto::cri_v1 as cri;
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxResources, LinuxResourcesBuilder, MountBuilder, RootBuilder, Spec,
+    UserBuilder,
+};
+
+use super::error::{CriError, Result};
+use super::sandbox::{ns_path, ETC_FILES};
+use crate::executor::cgroups::Resources;
+use crate::image::RunConfig;
+
+/// PATH for images that set none, the one most images assume.
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything the spec is built from.
+pub struct SpecInput<'a> {
+    pub config: &'a cri::ContainerConfig,
+    pub image: &'a RunConfig,
+    pub rootfs: &'a Path,
+    pub sandbox_dir: &'a Path,
+}
+
+/// The container's argv, following Kubernetes: `command` replaces the
+/// image's entrypoint, `args` its cmd, and the image's cmd only applies
+/// when the config gives no command.
+pub fn argv(config: &cri::ContainerConfig, image: &RunConfig) -> Result<Vec<String>> {
+    let argv = if config.command.is_empty() {
+        let mut v = image.entrypoint.clone().unwrap_or_default();
+        if config.args.is_empty() {
+            v.extend(image.cmd.clone().unwrap_or_default());
+        } else {
+            v.extend(config.args.iter().cloned());
+        }
+        v
+    } else {
+        config.command.iter().chain(&config.args).cloned().collect()
+    };
+    if argv.is_empty() {
+        return Err(CriError::InvalidArgument(
+            "no command: neither the container config nor the image says what to run".into(),
+        ));
+    }
+    Ok(argv)
+}
+
+/// The image's environment with the config's variables over it, in order.
+pub fn env(config: &cri::ContainerConfig, image: &RunConfig) -> Vec<String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut set = |key: &str, value: &str| match out.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value.to_string(),
+        None => out.push((key.to_string(), value.to_string())),
+    };
+    for kv in image.env.as_deref().unwrap_or_default() {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        set(k, v);
+    }
+    for kv in &config.envs {
+        set(&kv.key, &kv.value);
+    }
+    let mut env: Vec<String> = out.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.to_string());
+    }
+    env
+}
+
+/// uid and gid: the security context's, else the image's `User` (numeric,
+/// or a name looked up in the rootfs' /etc/passwd and /etc/group).
+pub fn user(config: &cri::ContainerConfig, image: &RunConfig, rootfs: &Path) -> Result<(u32, u32)> {
+    let sc = config.linux.as_ref().and_then(|l| l.security_context.as_ref());
+    let to_id = |v: i64, what: &str| {
+        u32::try_from(v).map_err(|_| CriError::InvalidArgument(format!("{what} {v} out of range")))
+    };
+    if let Some(uid) = sc.and_then(|s| s.run_as_user.as_ref()) {
+        let uid = to_id(uid.value, "run_as_user")?;
+        let gid = match sc.and_then(|s| s.run_as_group.as_ref()) {
+            Some(g) => to_id(g.value, "run_as_group")?,
+            None => lookup(rootfs, "etc/passwd", &uid.to_string(), 3).unwrap_or(0),
+        };
+        return Ok((uid, gid));
+    }
+    let spelled = match sc.map(|s| s.run_as_username.as_str()).filter(|n| !n.is_empty()) {
+        Some(name) => name.to_string(),
+        None => image.user.clone().unwrap_or_default(),
+    };
+    if spelled.is_empty() {
+        return Ok((0, 0));
+    }
+    let (u, g) = match spelled.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spelled.as_str(), None),
+    };
+    let uid = match u.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => lookup(rootfs, "etc/passwd", u, 2).ok_or_else(|| {
+            CriError::InvalidArgument(format!("user {u:?} is not in the image's /etc/passwd"))
+        })?,
+    };
+    let gid = match g {
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => lookup(rootfs, "etc/group", g, 2).ok_or_else(|| {
+                CriError::InvalidArgument(format!("group {g:?} is not in the image's /etc/group"))
+            })?,
+        },
+        None => lookup(rootfs, "etc/passwd", &uid.to_string(), 3).unwrap_or(0),
+    };
+    Ok((uid, gid))
+}
+
+/// Field `field` (0-based) of the line of `file` whose name (field 0), or for
+/// a numeric key whose id (field 2), is `key`.
+fn lookup(rootfs: &Path, file: &str, key: &str, field: usize) -> Option<u32> {
+    let text = std::fs::read_to_string(rootfs.join(file)).ok()?;
+    text.lines().find_map(|line| {
+        let parts: Vec<&str> = line.split(':').collect();
+        let matches = parts.first() == Some(&key) || parts.get(2) == Some(&key);
+        matches.then(|| parts.get(field)?.parse().ok()).flatten()
+    })
+}
+
+/// CRI resources in the executor's terms; zero means "not specified".
+pub fn resources(r: Option<&cri::LinuxContainerResources>) -> Resources {
+    let mut out = Resources::default();
+    let Some(r) = r else { return out };
+    let positive = |v: i64| (v > 0).then_some(v);
+    out.cpu_shares = positive(r.cpu_shares).map(|v| v as u64);
+    out.cpu_quota = positive(r.cpu_quota);
+    out.cpu_period = positive(r.cpu_period).map(|v| v as u64);
+    out.memory_limit = positive(r.memory_limit_in_bytes);
+    out.memory_swap = positive(r.memory_swap_limit_in_bytes);
+    out.cpuset_cpus = Some(r.cpuset_cpus.clone()).filter(|s| !s.is_empty());
+    out.cpuset_mems = Some(r.cpuset_mems.clone()).filter(|s| !s.is_empty());
+    out
+}
+
+fn oci_resources(r: &Resources) -> Result<LinuxResources> {
+    let mut cpu = LinuxCpuBuilder::default();
+    if let Some(v) = r.cpu_shares {
+        cpu = cpu.shares(v);
+    }
+    if let Some(v) = r.cpu_quota {
+        cpu = cpu.quota(v);
+    }
+    if let Some(v) = r.cpu_period {
+        cpu = cpu.period(v);
+    }
+    if let Some(v) = &r.cpuset_cpus {
+        cpu = cpu.cpus(v.clone());
+    }
+    if let Some(v) = &r.cpuset_mems {
+        cpu = cpu.mems(v.clone());
+    }
+    let mut memory = LinuxMemoryBuilder::default();
+    if let Some(v) = r.memory_limit {
+        memory = memory.limit(v);
+        // Without swap accounting a limit alone could be dodged by swapping.
+        memory = memory.swap(r.memory_swap.unwrap_or(v));
+    }
+    LinuxResourcesBuilder::default()
+        .cpu(cpu.build().map_err(spec_error)?)
+        .memory(memory.build().map_err(spec_error)?)
+        .build()
+        .map_err(spec_error)
+}
+
+fn spec_error(e: oci_spec::OciSpecError) -> CriError {
+    CriError::InvalidArgument(format!("container spec: {e}"))
+}
+
+fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> Result<LinuxNamespace> {
+    let mut b = LinuxNamespaceBuilder::default().typ(typ);
+    if let Some(p) = path {
+        b = b.path(p);
+    }
+    b.build().map_err(spec_error)
+}
+
+/// The full spec.
+pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
+    let config = input.config;
+    if config.tty || config.stdin {
+        return Err(CriError::Unsupported("tty and stdin for containers".into()));
+    }
+    let linux_config = config.linux.as_ref();
+    let sc = linux_config.and_then(|l| l.security_context.as_ref());
+    if sc.is_some_and(|s| s.privileged) {
+        return Err(CriError::Unsupported("privileged containers".into()));
+    }
+    let mut spec = Spec::default();
+    spec.set_hostname(None);
+
+    let (uid, gid) = user(config, input.image, input.rootfs)?;
+    let mut additional: Vec<u32> = Vec::new();
+    for g in sc.map(|s| s.supplemental_groups.as_slice()).unwrap_or_default() {
+        additional.push(u32::try_from(*g).map_err(|_| {
+            CriError::InvalidArgument(format!("supplemental group {g} out of range"))
+        })?);
+    }
+    let user = UserBuilder::default()
+        .uid(uid)
+        .gid(gid)
+        .additional_gids(additional)
+        .build()
+        .map_err(spec_error)?;
+    let cwd = Some(config.working_dir.clone())
+        .filter(|d| !d.is_empty())
+        .or_else(|| input.image.working_dir.clone().filter(|d| !d.is_empty()))
+        .unwrap_or_else(|| "/".into());
+    let process = spec.process_mut().as_mut().expect("the default spec has a process");
+    process.set_terminal(Some(false));
+    process.set_args(Some(argv(config, input.image)?));
+    process.set_env(Some(env(config, input.image)));
+    process.set_cwd(PathBuf::from(cwd));
+    process.set_user(user);
+    if let Some(adj) = linux_config.and_then(|l| l.resources.as_ref()).map(|r| r.oom_score_adj) {
+        if adj != 0 {
+            let adj = i32::try_from(adj)
+                .map_err(|_| CriError::InvalidArgument(format!("oom_score_adj {adj}")))?;
+            process.set_oom_score_adj(Some(adj));
+        }
+    }
+    if let Some(s) = sc {
+        process.set_no_new_privileges(Some(s.no_new_privs));
+    }
+
+    spec.set_root(Some(
+        RootBuilder::default()
+            .path(input.rootfs.to_path_buf())
+            .readonly(sc.is_some_and(|s| s.readonly_rootfs))
+            .build()
+            .map_err(spec_error)?,
+    ));
+
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for (file, destination) in ETC_FILES {
+        let source = input.sandbox_dir.join(file);
+        if source.exists() {
+            let mode = if sc.is_some_and(|s| s.readonly_rootfs) { "ro" } else { "rw" };
+            mounts.push(
+                MountBuilder::default()
+                    .destination(PathBuf::from(destination))
+                    .typ("bind")
+                    .source(source)
+                    .options(vec!["rbind".to_string(), mode.to_string()])
+                    .build()
+                    .map_err(spec_error)?,
+            );
+        }
+    }
+    for m in &config.mounts {
+        if m.container_path.is_empty() || m.host_path.is_empty() {
+            return Err(CriError::InvalidArgument(
+                "a mount needs container_path and host_path".into(),
+            ));
+        }
+        let host = Path::new(&m.host_path);
+        // A missing host path is an error, not an empty mount (the CRI says so).
+        let host = host
+            .canonicalize()
+            .map_err(|e| CriError::InvalidArgument(format!("mount {}: {e}", m.host_path)))?;
+        let mut options = vec!["rbind".to_string()];
+        options.push(if m.readonly { "ro" } else { "rw" }.to_string());
+        options.push(
+            match cri::MountPropagation::try_from(m.propagation) {
+                Ok(cri::MountPropagation::PropagationHostToContainer) => "rslave",
+                Ok(cri::MountPropagation::PropagationBidirectional) => "rshared",
+                _ => "rprivate",
+            }
+            .to_string(),
+        );
+        mounts.retain(|existing| existing.destination() != Path::new(&m.container_path));
+        mounts.push(
+            MountBuilder::default()
+                .destination(PathBuf::from(&m.container_path))
+                .typ("bind")
+                .source(host)
+                .options(options)
+                .build()
+                .map_err(spec_error)?,
+        );
+    }
+    spec.set_mounts(Some(mounts));
+
+    let mut annotations: BTreeMap<String, String> = config.annotations.clone();
+    annotations.insert("io.berth.container.name".into(), metadata_name(config));
+    spec.set_annotations(Some(annotations.into_iter().collect()));
+
+    let limits = resources(linux_config.and_then(|l| l.resources.as_ref()));
+    let defaults = spec.linux().clone().unwrap_or_default();
+    let linux = LinuxBuilder::default()
+        .namespaces(vec![
+            namespace(LinuxNamespaceType::Pid, None)?,
+            namespace(LinuxNamespaceType::Mount, None)?,
+            namespace(LinuxNamespaceType::Network, Some(ns_path(input.sandbox_dir, "net")))?,
+            namespace(LinuxNamespaceType::Ipc, Some(ns_path(input.sandbox_dir, "ipc")))?,
+            namespace(LinuxNamespaceType::Uts, Some(ns_path(input.sandbox_dir, "uts")))?,
+        ])
+        .resources(oci_resources(&limits)?)
+        .masked_paths(match sc.map(|s| &s.masked_paths).filter(|p| !p.is_empty()) {
+            Some(p) => p.clone(),
+            None => defaults.masked_paths().clone().unwrap_or_default(),
+        })
+        .readonly_paths(match sc.map(|s| &s.readonly_paths).filter(|p| !p.is_empty()) {
+            Some(p) => p.clone(),
+            None => defaults.readonly_paths().clone().unwrap_or_default(),
+        })
+        .build()
+        .map_err(spec_error)?;
+    spec.set_linux(Some(linux));
+    Ok(spec)
+}
+
+fn metadata_name(config: &cri::ContainerConfig) -> String {
+    config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> RunConfig {
+        RunConfig {
+            entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+            cmd: Some(vec!["echo hi".into()]),
+            env: Some(vec!["PATH=/bin".into(), "A=image".into()]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn command_and_args_follow_kubernetes() {
+        let mut c = cri::ContainerConfig::default();
+        assert_eq!(argv(&c, &image()).unwrap(), ["/bin/sh", "-c", "echo hi"]);
+        c.args = vec!["echo bye".into()];
+        assert_eq!(argv(&c, &image()).unwrap(), ["/bin/sh", "-c", "echo bye"]);
+        c.command = vec!["sleep".into()];
+        c.args = vec!["1".into()];
+        assert_eq!(argv(&c, &image()).unwrap(), ["sleep", "1"]);
+        assert!(argv(&cri::ContainerConfig::default(), &RunConfig::default()).is_err());
+    }
+
+    #[test]
+    fn config_env_overrides_image_env() {
+        let c = cri::ContainerConfig {
+            envs: vec![cri::KeyValue { key: "A".into(), value: "config".into() }],
+            ..Default::default()
+        };
+        assert_eq!(env(&c, &image()), ["PATH=/bin", "A=config"]);
+        let bare = env(&cri::ContainerConfig::default(), &RunConfig::default());
+        assert_eq!(bare, [DEFAULT_PATH]);
+    }
+
+    #[test]
+    fn users_resolve_by_number_or_from_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/passwd"), "app:x:1000:1001::/:/bin/sh\n").unwrap();
+        std::fs::write(dir.path().join("etc/group"), "staff:x:50:\n").unwrap();
+        let c = cri::ContainerConfig::default();
+        let with_user = |u: &str| RunConfig { user: Some(u.into()), ..Default::default() };
+        assert_eq!(user(&c, &with_user("5:6"), dir.path()).unwrap(), (5, 6));
+        assert_eq!(user(&c, &with_user("app"), dir.path()).unwrap(), (1000, 1001));
+        assert_eq!(user(&c, &with_user("app:staff"), dir.path()).unwrap(), (1000, 50));
+        assert!(user(&c, &with_user("nobody"), dir.path()).is_err());
+        assert_eq!(user(&c, &RunConfig::default(), dir.path()).unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn zero_resources_mean_unset() {
+        let r = resources(Some(&cri::LinuxContainerResources {
+            cpu_shares: 512,
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }));
+        assert_eq!(r.cpu_shares, Some(512));
+        assert_eq!(r.memory_limit, Some(64 << 20));
+        assert_eq!(r.cpu_quota, None);
+        assert_eq!(r.cpuset_cpus, None);
+    }
+}

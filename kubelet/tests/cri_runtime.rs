@@ -1,0 +1,1111 @@
+//! berth's CRI runtime service end to end, driven over its unix socket with
+//! the generated CRI clients: an image pulled from a real registry (Debian's
+//! docker-registry with a busybox test image), a pod sandbox with two
+//! containers sharing its network namespace, exec, stop with a grace period,
+//! a restart of the service that finds everything again, and teardown that
+//! leaves no process, mount or cgroup behind.
+//!
+//! Each test owns its temp dir, registry, socket and cgroup parent; the
+//! fixture kills, unmounts and removes them on drop, failed or not. Without
+//! root, overlayfs, busybox or docker-registry the tests print
+//! `SKIPPED: <why>`.
+
+mod image_support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_kubelet::executor::cgroups;
+use berth_kubelet::image::{ImageStore, RegistryConfig};
+use berth_kubelet::{CriConfig, CriServer};
+use berth_proto::cri_v1 as cri;
+use cri::image_service_client::ImageServiceClient;
+use cri::runtime_service_client::RuntimeServiceClient;
+use image_support::*;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+/// Extra applets the tests run, on top of the harness's busybox layer.
+fn applets_layer() -> Vec<u8> {
+    let mut t = LayerTar::default();
+    t.dir("bin/");
+    for a in ["sleep", "readlink", "hostname", "dd"] {
+        t.symlink(&format!("bin/{a}"), "busybox");
+    }
+    t.finish()
+}
+
+/// A runtime service on its own root, socket and cgroup parent, with the
+/// clients talking to it. Dropping it stops the service and removes every
+/// process, cgroup and mount the test left.
+struct Fixture {
+    dir: tempfile::TempDir,
+    images: ImageStore,
+    cgroup_parent: PathBuf,
+    stop: CancellationToken,
+    served: Option<tokio::task::JoinHandle<()>>,
+    runtime: RuntimeServiceClient<Channel>,
+    image: ImageServiceClient<Channel>,
+}
+
+impl Fixture {
+    async fn start(name: &str, registry: Option<&Registry>) -> Fixture {
+        let dir = tempfile::Builder::new().prefix("berth-cri-").tempdir().unwrap();
+        let config = RegistryConfig {
+            plain_http: registry.map(|r| vec![r.addr.clone()]).unwrap_or_default(),
+            ..Default::default()
+        };
+        let images = ImageStore::open(dir.path().join("images"), config).unwrap();
+        let cgroup_parent = PathBuf::from(format!("/berth-cri-test-{}-{name}", std::process::id()));
+        let stop = CancellationToken::new();
+        let (served, runtime, image) = serve(dir.path(), &images, &cgroup_parent, &stop).await;
+        Fixture { dir, images, cgroup_parent, stop, served: Some(served), runtime, image }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("cri.sock")
+    }
+
+    /// Stops the service and starts a new one over the same root, as a
+    /// restarted node agent would.
+    async fn restart(&mut self) {
+        self.stop.cancel();
+        if let Some(served) = self.served.take() {
+            served.await.unwrap();
+        }
+        assert!(!self.socket().exists(), "a stopped service removes its socket");
+        self.stop = CancellationToken::new();
+        let (served, runtime, image) =
+            serve(self.dir.path(), &self.images, &self.cgroup_parent, &self.stop).await;
+        self.served = Some(served);
+        self.runtime = runtime;
+        self.image = image;
+    }
+
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        cgroup_dirs(&self.cgroup_parent)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        remove_leftovers(self.dir.path(), &self.cgroup_parent);
+    }
+}
+
+/// The cgroup directories (every hierarchy) under a test's cgroup parent.
+fn cgroup_dirs(parent: &Path) -> Vec<PathBuf> {
+    let Ok(parent) = cgroups::manager_for(parent) else { return Vec::new() };
+    let mut out = Vec::new();
+    for (_, top) in parent.container_views() {
+        let mut stack = vec![top];
+        while let Some(d) = stack.pop() {
+            if !d.is_dir() {
+                continue;
+            }
+            for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+            out.push(d);
+        }
+    }
+    out
+}
+
+/// Kills and removes every cgroup under `cgroup_parent` (deepest first, so
+/// holders and containers die with them) and unmounts whatever is mounted
+/// under `dir`: what a failed test may leave.
+fn remove_leftovers(dir: &Path, cgroup_parent: &Path) {
+    let parent_views =
+        cgroups::manager_for(cgroup_parent).map(|p| p.container_views()).unwrap_or_default();
+    let mut rels: Vec<PathBuf> = cgroup_dirs(cgroup_parent)
+        .iter()
+        .filter_map(|d| {
+            parent_views
+                .iter()
+                .find_map(|(_, top)| d.strip_prefix(top).ok().map(|rel| cgroup_parent.join(rel)))
+        })
+        .collect();
+    rels.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    rels.dedup();
+    for rel in rels {
+        if let Ok(cg) = cgroups::manager_for(&rel) {
+            let _ = cg.kill_all();
+            let _ = cg.remove();
+        }
+    }
+    unmount_all_under(dir);
+}
+
+fn service_config(dir: &Path, images: &ImageStore, cgroup_parent: &Path) -> CriConfig {
+    CriConfig {
+        root: dir.join("cri"),
+        socket: dir.join("cri.sock"),
+        images: images.clone(),
+        cgroup_parent: cgroup_parent.to_path_buf(),
+    }
+}
+
+async fn connect(socket: &Path) -> (RuntimeServiceClient<Channel>, ImageServiceClient<Channel>) {
+    let channel = Endpoint::from_shared(format!("unix://{}", socket.display()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    (RuntimeServiceClient::new(channel.clone()), ImageServiceClient::new(channel))
+}
+
+async fn serve(
+    dir: &Path,
+    images: &ImageStore,
+    cgroup_parent: &Path,
+    stop: &CancellationToken,
+) -> (tokio::task::JoinHandle<()>, RuntimeServiceClient<Channel>, ImageServiceClient<Channel>) {
+    let server = CriServer::bind(service_config(dir, images, cgroup_parent)).await.unwrap();
+    let stop = stop.clone();
+    let served = tokio::spawn(async move { server.serve(stop).await.unwrap() });
+    let (runtime, image) = connect(&dir.join("cri.sock")).await;
+    (served, runtime, image)
+}
+
+/// Polls `check` until it returns Some, failing after `limit`.
+async fn poll<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn image_spec(image: &str) -> Option<cri::ImageSpec> {
+    Some(cri::ImageSpec { image: image.to_string(), ..Default::default() })
+}
+
+fn container_config(name: &str, image: &str, script: &str) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
+        image: image_spec(image),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}/0.log"),
+        labels: [("role".to_string(), name.to_string())].into(),
+        ..Default::default()
+    }
+}
+
+/// The `net:[...]`-style identity of a process's namespace.
+fn ns_of(pid: i64, ns: &str) -> String {
+    fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap().display().to_string()
+}
+
+fn verbose_pid(info: &BTreeMap<String, String>) -> i64 {
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    v["pid"].as_i64().expect("verbose info has the pid")
+}
+
+fn log_lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3).map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pod_lifecycle_over_the_cri_socket_survives_a_restart() {
+    if let Some(why) = skip_reason(true) {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let registry = Registry::start();
+    let img = image(
+        vec![layer(base_layer(), true), layer(change_layer(), true), layer(applets_layer(), false)],
+        false,
+    );
+    registry.push("test/busybox", "v1", &img);
+    let mut f = Fixture::start("lifecycle", Some(&registry)).await;
+
+    let version = f.runtime.version(cri::VersionRequest::default()).await.unwrap().into_inner();
+    assert_eq!(
+        (version.runtime_name.as_str(), version.runtime_api_version.as_str()),
+        ("berth", "v1")
+    );
+
+    // Image service: pull by name, then find it by name and by the returned ref.
+    let name = format!("{}/test/busybox:v1", registry.addr);
+    let pulled = f
+        .image
+        .pull_image(cri::PullImageRequest { image: image_spec(&name), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pulled.image_ref, img.id());
+    for query in [&name, &pulled.image_ref] {
+        let status = f
+            .image
+            .image_status(cri::ImageStatusRequest { image: image_spec(query), verbose: false })
+            .await
+            .unwrap()
+            .into_inner();
+        let found = status.image.expect("pulled image is present");
+        assert_eq!(found.id, img.id());
+        assert_eq!(found.repo_tags, [name.as_str()]);
+        assert_eq!(found.uid, Some(cri::Int64Value { value: 0 }));
+    }
+    let listed = f.image.list_images(cri::ListImagesRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.images.len(), 1);
+    let fs_info = f.image.image_fs_info(cri::ImageFsInfoRequest {}).await.unwrap().into_inner();
+    assert!(fs_info.image_filesystems[0].used_bytes.as_ref().unwrap().value > 0);
+
+    // A sandbox with its own hostname, under the burstable QoS level.
+    let logs = f.dir.path().join("logs");
+    let sandbox_config = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: "web".into(),
+            uid: "uid-1".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "cri-pod".into(),
+        dns_config: Some(cri::DnsConfig {
+            servers: vec!["10.0.0.10".into()],
+            searches: vec!["default.svc".into()],
+            options: vec![],
+        }),
+        log_directory: logs.display().to_string(),
+        labels: [("app".to_string(), "web".to_string())].into(),
+        annotations: [("note".to_string(), "kept verbatim".to_string())].into(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: "burstable".into(),
+            resources: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 256 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let sandbox_id = f
+        .runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(sandbox_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let sandbox = f
+        .runtime
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: sandbox_id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = sandbox.status.clone().unwrap();
+    assert_eq!(status.state, cri::PodSandboxState::SandboxReady as i32);
+    assert_eq!(status.annotations, sandbox_config.annotations);
+    let holder_pid = verbose_pid(&sandbox.info);
+    let info: serde_json::Value = serde_json::from_str(&sandbox.info["info"]).unwrap();
+    let pod_cgroup = PathBuf::from(info["cgroup"].as_str().unwrap());
+    assert_eq!(pod_cgroup, f.cgroup_parent.join("burstable").join(format!("pod{sandbox_id}")));
+    assert_ne!(ns_of(holder_pid, "net"), ns_of(std::process::id() as i64, "net"));
+    // The pod's limits sit on its own cgroup, above its containers'.
+    let pod_limit = cgroups::manager_for(&pod_cgroup)
+        .unwrap()
+        .container_views()
+        .iter()
+        .find_map(|(_, d)| {
+            ["memory.limit_in_bytes", "memory.max"]
+                .iter()
+                .find_map(|f| fs::read_to_string(d.join(f)).ok())
+        })
+        .expect("the pod cgroup has a memory limit file");
+    assert_eq!(pod_limit.trim(), (256u64 << 20).to_string());
+
+    // Two containers: one that runs on (and ignores SIGTERM), one that writes
+    // where the host sees it and exits 0.
+    let shared = f.dir.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    let creator = f.runtime.clone();
+    let create = |config: cri::ContainerConfig| {
+        let mut client = creator.clone();
+        let request = cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox_id.clone(),
+            config: Some(config),
+            sandbox_config: Some(sandbox_config.clone()),
+        };
+        async move { client.create_container(request).await.unwrap().into_inner().container_id }
+    };
+    let sleeper = create(container_config(
+        "sleeper",
+        &pulled.image_ref,
+        "trap '' TERM; echo up; exec sleep 1000",
+    ))
+    .await;
+    let mut writer_config = container_config(
+        "writer",
+        &name,
+        "echo written > /shared/out; readlink /proc/self/ns/net > /shared/net; \
+         readlink /proc/self/ns/pid > /shared/pid; hostname; echo $GREETING $EXTRA; \
+         cat /etc/hostname /etc/resolv.conf",
+    );
+    writer_config.mounts = vec![cri::Mount {
+        container_path: "/shared".into(),
+        host_path: shared.display().to_string(),
+        ..Default::default()
+    }];
+    writer_config.envs = vec![cri::KeyValue { key: "EXTRA".into(), value: "there".into() }];
+    let writer = create(writer_config).await;
+    // A failed create leaves no container, rootfs or state behind.
+    let mut broken = container_config("broken", &name, "true");
+    broken.mounts = vec![cri::Mount {
+        container_path: "/data".into(),
+        host_path: f.dir.path().join("missing").display().to_string(),
+        ..Default::default()
+    }];
+    let err = f
+        .runtime
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox_id.clone(),
+            config: Some(broken),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let count = |dir: &str| fs::read_dir(f.dir.path().join(dir)).unwrap().count();
+    assert_eq!((count("cri/containers"), count("cri/executor"), count("images/rootfs")), (2, 2, 2));
+    let created = f
+        .runtime
+        .container_status(cri::ContainerStatusRequest {
+            container_id: writer.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(created.state, cri::ContainerState::ContainerCreated as i32);
+    for id in [&sleeper, &writer] {
+        f.runtime
+            .start_container(cri::StartContainerRequest { container_id: id.clone() })
+            .await
+            .unwrap();
+    }
+
+    let runtime = f.runtime.clone();
+    let done = poll("the writer to exit", Duration::from_secs(20), || {
+        let mut client = runtime.clone();
+        let id = writer.clone();
+        async move {
+            let s = client
+                .container_status(cri::ContainerStatusRequest { container_id: id, verbose: false })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                .unwrap();
+            (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!((done.exit_code, done.reason.as_str()), (0, "Completed"));
+    assert!(done.started_at >= done.created_at && done.finished_at >= done.started_at);
+    assert_eq!(fs::read_to_string(shared.join("out")).unwrap(), "written\n");
+    assert_eq!(
+        log_lines(&logs.join("writer/0.log")),
+        ["cri-pod", "hello there", "cri-pod", "search default.svc", "nameserver 10.0.0.10"]
+    );
+
+    let sleeper_status = f
+        .runtime
+        .container_status(cri::ContainerStatusRequest {
+            container_id: sleeper.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        sleeper_status.status.as_ref().unwrap().state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    let sleeper_pid = verbose_pid(&sleeper_status.info);
+    // One network namespace for the pod, a PID namespace per container.
+    let writer_net = fs::read_to_string(shared.join("net")).unwrap();
+    let writer_pid_ns = fs::read_to_string(shared.join("pid")).unwrap();
+    assert_eq!(writer_net.trim(), ns_of(sleeper_pid, "net"));
+    assert_eq!(ns_of(sleeper_pid, "net"), ns_of(holder_pid, "net"));
+    assert_eq!(ns_of(sleeper_pid, "uts"), ns_of(holder_pid, "uts"));
+    assert_ne!(writer_pid_ns.trim(), ns_of(sleeper_pid, "pid"));
+    assert_ne!(ns_of(sleeper_pid, "pid"), ns_of(std::process::id() as i64, "pid"));
+    assert_ne!(ns_of(sleeper_pid, "mnt"), ns_of(holder_pid, "mnt"));
+
+    // Exec: output per stream and the exit code; a timeout kills the command.
+    let exec = f
+        .runtime
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: sleeper.clone(),
+            cmd: vec!["sh".into(), "-c".into(), "echo out; echo err >&2; exit 3".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (exec.stdout.as_slice(), exec.stderr.as_slice(), exec.exit_code),
+        (&b"out\n"[..], &b"err\n"[..], 3)
+    );
+    let started = Instant::now();
+    let timed_out = f
+        .runtime
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: sleeper.clone(),
+            cmd: vec!["sleep".into(), "30".into()],
+            timeout: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(timed_out.code(), tonic::Code::DeadlineExceeded);
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // Limits reach the container's cgroup, as it sees it.
+    f.runtime
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: sleeper.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 64 << 20,
+                ..Default::default()
+            }),
+            annotations: Default::default(),
+        })
+        .await
+        .unwrap();
+    let limit = f
+        .runtime
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: sleeper.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null; cat /dev/null && echo devices-ok"
+                    .into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(String::from_utf8_lossy(&limit.stdout), format!("{}\ndevices-ok\n", 64 << 20));
+    let stats = f
+        .runtime
+        .container_stats(cri::ContainerStatsRequest { container_id: sleeper.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert!(stats.memory.unwrap().usage_bytes.unwrap().value > 0);
+    assert!(stats.cpu.unwrap().usage_core_nano_seconds.is_some());
+    assert!(stats.writable_layer.is_some());
+    let all_stats = f
+        .runtime
+        .list_container_stats(cri::ListContainerStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all_stats.stats.len(), 1, "only running containers have live stats");
+
+    let list = |client: &RuntimeServiceClient<Channel>, filter: cri::ContainerFilter| {
+        let mut client = client.clone();
+        async move {
+            let mut ids: Vec<String> = client
+                .list_containers(cri::ListContainersRequest { filter: Some(filter) })
+                .await
+                .unwrap()
+                .into_inner()
+                .containers
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let running = cri::ContainerFilter {
+        state: Some(cri::ContainerStateValue {
+            state: cri::ContainerState::ContainerRunning as i32,
+        }),
+        ..Default::default()
+    };
+    let by_label = cri::ContainerFilter {
+        label_selector: [("role".to_string(), "writer".to_string())].into(),
+        ..Default::default()
+    };
+    let mut both = vec![sleeper.clone(), writer.clone()];
+    both.sort();
+    assert_eq!(list(&f.runtime, cri::ContainerFilter::default()).await, both);
+    assert_eq!(list(&f.runtime, running.clone()).await, [sleeper.as_str()]);
+    assert_eq!(list(&f.runtime, by_label).await, [writer.as_str()]);
+
+    // A container over its memory limit is OOM-killed, and says so.
+    let mut hog_config = container_config(
+        "hog",
+        &name,
+        "dd if=/dev/zero of=/dev/null bs=128M count=1; echo survived",
+    );
+    hog_config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        }),
+        security_context: None,
+    });
+    let hog = create(hog_config).await;
+    f.runtime
+        .start_container(cri::StartContainerRequest { container_id: hog.clone() })
+        .await
+        .unwrap();
+    let runtime = f.runtime.clone();
+    let oom = poll("the hog to exit", Duration::from_secs(20), || {
+        let mut client = runtime.clone();
+        let id = hog.clone();
+        async move {
+            let s = client
+                .container_status(cri::ContainerStatusRequest { container_id: id, verbose: false })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                .unwrap();
+            (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(oom.reason, "OOMKilled", "{oom:?}");
+    f.runtime
+        .remove_container(cri::RemoveContainerRequest { container_id: hog.clone() })
+        .await
+        .unwrap();
+
+    // A restarted service finds the same sandbox and containers, in the same
+    // states, and can still drive them.
+    f.restart().await;
+    let sandboxes = f
+        .runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(sandboxes.len(), 1);
+    assert_eq!(sandboxes[0].id, sandbox_id);
+    assert_eq!(sandboxes[0].state, cri::PodSandboxState::SandboxReady as i32);
+    assert_eq!(sandboxes[0].labels, sandbox_config.labels);
+    assert_eq!(list(&f.runtime, cri::ContainerFilter::default()).await, both);
+    assert_eq!(list(&f.runtime, running).await, [sleeper.as_str()]);
+    let after = f
+        .runtime
+        .container_status(cri::ContainerStatusRequest {
+            container_id: writer.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!((after.exit_code, after.finished_at), (0, done.finished_at));
+    let exec = f
+        .runtime
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: sleeper.clone(),
+            cmd: vec!["hostname".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(exec.stdout, b"cri-pod\n");
+
+    // SIGTERM is ignored, so the grace period runs out and SIGKILL ends it.
+    let started = Instant::now();
+    f.runtime
+        .stop_container(cri::StopContainerRequest { container_id: sleeper.clone(), timeout: 1 })
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(10), "{waited:?}");
+    let stopped = f
+        .runtime
+        .container_status(cri::ContainerStatusRequest {
+            container_id: sleeper.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(
+        (stopped.state, stopped.exit_code),
+        (cri::ContainerState::ContainerExited as i32, 137)
+    );
+    assert_eq!(stopped.reason, "Error");
+    assert!(!Path::new(&format!("/proc/{sleeper_pid}")).exists() || ns_of_gone(sleeper_pid));
+    assert_eq!(log_lines(&logs.join("sleeper/0.log")), ["up"]);
+
+    // Teardown leaves nothing: no holder, no mounts, no cgroups, no files.
+    for _ in 0..2 {
+        f.runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sandbox_id.clone() })
+            .await
+            .unwrap();
+    }
+    let status = f
+        .runtime
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: sandbox_id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state, cri::PodSandboxState::SandboxNotready as i32);
+    for _ in 0..2 {
+        f.runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sandbox_id.clone() })
+            .await
+            .unwrap();
+    }
+    assert!(list(&f.runtime, cri::ContainerFilter::default()).await.is_empty());
+    let gone = f
+        .runtime
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: sandbox_id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    assert!(!Path::new(&format!("/proc/{holder_pid}")).exists(), "holder is gone and reaped");
+    let root = f.dir.path().display().to_string();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&root), "mounts left under {root}");
+    let pod_dirs: Vec<PathBuf> =
+        f.cgroup_dirs().into_iter().filter(|d| d.to_string_lossy().contains("/pod")).collect();
+    assert!(pod_dirs.is_empty(), "pod cgroups left: {pod_dirs:?}");
+    assert!(fs::read_dir(f.dir.path().join("cri/containers")).unwrap().next().is_none());
+    assert!(fs::read_dir(f.dir.path().join("cri/sandboxes")).unwrap().next().is_none());
+
+    // The image can go once no container uses it, and removing it again is fine.
+    for _ in 0..2 {
+        f.image
+            .remove_image(cri::RemoveImageRequest { image: image_spec(&pulled.image_ref) })
+            .await
+            .unwrap();
+    }
+    let status = f
+        .image
+        .image_status(cri::ImageStatusRequest { image: image_spec(&name), verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.image.is_none());
+}
+
+/// A killed container's init may linger as a zombie of this test process
+/// for a moment; it counts as gone once it is no longer running.
+fn ns_of_gone(pid: i64) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_objects_and_bad_requests_get_clear_errors() {
+    if let Some(why) = skip_reason(false) {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let mut f = Fixture::start("errors", None).await;
+    let missing = "0123456789abcdef0123456789abcdef".to_string();
+    let err = f
+        .runtime
+        .container_status(cri::ContainerStatusRequest {
+            container_id: missing.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = f
+        .runtime
+        .container_status(cri::ContainerStatusRequest {
+            container_id: "../etc".into(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "ids never name paths outside the root");
+    // Stop and remove are idempotent, also for what never existed.
+    f.runtime
+        .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: missing.clone() })
+        .await
+        .unwrap();
+    f.runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: missing.clone() })
+        .await
+        .unwrap();
+    f.runtime
+        .remove_container(cri::RemoveContainerRequest { container_id: missing.clone() })
+        .await
+        .unwrap();
+    let err = f
+        .runtime
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: missing.clone(),
+            config: Some(container_config("x", "busybox", "true")),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    // A sandbox whose image is missing cannot get containers; the sandbox
+    // itself still comes and goes cleanly.
+    let sandbox_id = f
+        .runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(cri::PodSandboxConfig { hostname: "lonely".into(), ..Default::default() }),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let err = f
+        .runtime
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox_id.clone(),
+            config: Some(container_config("x", "example.invalid/none:v1", "true")),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let status = f
+        .image
+        .image_status(cri::ImageStatusRequest {
+            image: image_spec("example.invalid/none:v1"),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.image.is_none());
+    // The sandbox survives a restart as well, and is removed after it.
+    f.restart().await;
+    let listed = f
+        .runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(listed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), [sandbox_id.as_str()]);
+    f.runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sandbox_id.clone() })
+        .await
+        .unwrap();
+    assert!(f.cgroup_dirs().iter().all(|d| !d.to_string_lossy().contains("/pod")));
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&f.dir.path().display().to_string()));
+}
+
+/// Makes `runtime_service_process` serve instead of returning at once.
+const SERVICE_DIR_ENV: &str = "BERTH_CRI_TEST_SERVICE_DIR";
+const SERVICE_CGROUP_ENV: &str = "BERTH_CRI_TEST_SERVICE_CGROUP";
+const SERVICE_REGISTRY_ENV: &str = "BERTH_CRI_TEST_SERVICE_REGISTRY";
+
+/// The runtime service as a process of its own, for the test that kills
+/// it: that test runs this binary again with only this test selected and
+/// the environment set. Serves until SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "started by containers_outlive_a_killed_runtime_service as its service process"]
+async fn runtime_service_process() {
+    let Ok(dir) = std::env::var(SERVICE_DIR_ENV) else { return };
+    let dir = PathBuf::from(dir);
+    let cgroup_parent = PathBuf::from(std::env::var(SERVICE_CGROUP_ENV).unwrap());
+    let registry = std::env::var(SERVICE_REGISTRY_ENV).unwrap();
+    let config = RegistryConfig { plain_http: vec![registry], ..Default::default() };
+    let images = ImageStore::open(dir.join("images"), config).unwrap();
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    let stop = CancellationToken::new();
+    let server = CriServer::bind(service_config(&dir, &images, &cgroup_parent)).await.unwrap();
+    let served = server.serve(stop.clone());
+    tokio::pin!(served);
+    tokio::select! {
+        result = &mut served => result.unwrap(),
+        _ = term.recv() => {
+            stop.cancel();
+            served.await.unwrap();
+        }
+    }
+}
+
+/// A runtime service process; killed and reaped on drop.
+struct ServiceProcess {
+    child: std::process::Child,
+}
+
+impl ServiceProcess {
+    async fn start(dir: &Path, cgroup_parent: &Path, registry: &Registry, n: u32) -> Self {
+        let log = fs::File::create(dir.join(format!("service-{n}.log"))).unwrap();
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "runtime_service_process", "--nocapture"])
+            .env(SERVICE_DIR_ENV, dir)
+            .env(SERVICE_CGROUP_ENV, cgroup_parent)
+            .env(SERVICE_REGISTRY_ENV, &registry.addr)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut service = ServiceProcess { child };
+        let socket = dir.join("cri.sock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            let log = || fs::read_to_string(dir.join(format!("service-{n}.log"))).unwrap();
+            assert!(service.child.try_wait().unwrap().is_none(), "service exited: {}", log());
+            assert!(Instant::now() < deadline, "service did not listen: {}", log());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        service
+    }
+
+    fn signal(&mut self, signal: nix::sys::signal::Signal) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, signal);
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Removes what a test left under its dir and cgroup parent, on drop.
+struct Leftovers<'a> {
+    dir: &'a Path,
+    cgroup_parent: PathBuf,
+}
+
+impl Drop for Leftovers<'_> {
+    fn drop(&mut self) {
+        remove_leftovers(self.dir, &self.cgroup_parent);
+    }
+}
+
+/// Alive and not a zombie.
+fn running(pid: i64) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+async fn wait_exited(client: &RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
+    poll("a container to exit", Duration::from_secs(20), || {
+        let mut client = client.clone();
+        let id = id.to_string();
+        async move {
+            let s = client
+                .container_status(cri::ContainerStatusRequest { container_id: id, verbose: false })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                .unwrap();
+            (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_outlive_a_killed_runtime_service() {
+    if let Some(why) = skip_reason(true) {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let registry = Registry::start();
+    let img = image(
+        vec![layer(base_layer(), true), layer(change_layer(), true), layer(applets_layer(), false)],
+        false,
+    );
+    registry.push("test/busybox", "v2", &img);
+    let dir = tempfile::Builder::new().prefix("berth-cri-killed-").tempdir().unwrap();
+    let cgroup_parent = PathBuf::from(format!("/berth-cri-test-{}-killed", std::process::id()));
+    let _leftovers = Leftovers { dir: dir.path(), cgroup_parent: cgroup_parent.clone() };
+    let socket = dir.path().join("cri.sock");
+
+    let mut first = ServiceProcess::start(dir.path(), &cgroup_parent, &registry, 1).await;
+    let (mut runtime, mut images) = connect(&socket).await;
+    let name = format!("{}/test/busybox:v2", registry.addr);
+    images
+        .pull_image(cri::PullImageRequest { image: image_spec(&name), ..Default::default() })
+        .await
+        .unwrap();
+    let sandbox_config = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata { name: "kept".into(), ..Default::default() }),
+        hostname: "survivor".into(),
+        ..Default::default()
+    };
+    let sandbox_id = runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(sandbox_config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let mut ids = Vec::new();
+    for (name_, script) in [("sleeper", "exec sleep 1000"), ("done", "exit 0")] {
+        let mut config = container_config(name_, &name, script);
+        config.log_path = String::new();
+        let id = runtime
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox_id.clone(),
+                config: Some(config),
+                sandbox_config: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        runtime
+            .start_container(cri::StartContainerRequest { container_id: id.clone() })
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let (sleeper, done) = (ids[0].clone(), ids[1].clone());
+    assert_eq!(wait_exited(&runtime, &done).await.exit_code, 0);
+    let pid_of = |client: &RuntimeServiceClient<Channel>, id: &str| {
+        let mut client = client.clone();
+        let id = id.to_string();
+        async move {
+            let info = client
+                .container_status(cri::ContainerStatusRequest { container_id: id, verbose: true })
+                .await
+                .unwrap()
+                .into_inner()
+                .info;
+            verbose_pid(&info)
+        }
+    };
+    let sleeper_pid = pid_of(&runtime, &sleeper).await;
+    let holder_pid = verbose_pid(
+        &runtime
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: sandbox_id.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .info,
+    );
+
+    // The service dies without a chance to clean up; the pod runs on.
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    assert!(running(sleeper_pid) && running(holder_pid), "pod processes outlive the service");
+
+    let mut second = ServiceProcess::start(dir.path(), &cgroup_parent, &registry, 2).await;
+    (runtime, _) = connect(&socket).await;
+    let sandboxes = runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(sandboxes.len(), 1);
+    assert_eq!(
+        (sandboxes[0].id.as_str(), sandboxes[0].state),
+        (sandbox_id.as_str(), cri::PodSandboxState::SandboxReady as i32)
+    );
+    let mut containers: Vec<(String, i32)> = runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .into_iter()
+        .map(|c| (c.id, c.state))
+        .collect();
+    containers.sort();
+    let mut expected = vec![
+        (sleeper.clone(), cri::ContainerState::ContainerRunning as i32),
+        (done.clone(), cri::ContainerState::ContainerExited as i32),
+    ];
+    expected.sort();
+    assert_eq!(containers, expected, "found again, not lost or duplicated");
+    assert_eq!(pid_of(&runtime, &sleeper).await, sleeper_pid);
+    let exec = runtime
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: sleeper.clone(),
+            cmd: vec!["hostname".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(exec.stdout, b"survivor\n");
+
+    // The new service still stops and removes what the old one started.
+    runtime
+        .stop_container(cri::StopContainerRequest { container_id: sleeper.clone(), timeout: 0 })
+        .await
+        .unwrap();
+    assert!(!running(sleeper_pid));
+    runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sandbox_id.clone() })
+        .await
+        .unwrap();
+    assert!(!running(holder_pid));
+    assert!(runtime
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .is_empty());
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&dir.path().display().to_string()));
+    assert!(cgroup_dirs(&cgroup_parent).iter().all(|d| !d.to_string_lossy().contains("/pod")));
+    let status = second.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "service exits cleanly on SIGTERM: {status:?}");
+    assert!(!socket.exists());
+}
