@@ -5,6 +5,7 @@
 //! (namespaces, cgroups) on images from the image store, wires pods up with
 //! CNI plugins, and hosts device plugins.
 
+pub mod agent;
 pub mod cri;
 pub mod executor;
 pub mod image;
