@@ -1109,3 +1109,132 @@ async fn containers_outlive_a_killed_runtime_service() {
     assert!(status.success(), "service exits cleanly on SIGTERM: {status:?}");
     assert!(!socket.exists());
 }
+
+/// One API server peer in this process, stopped when dropped.
+struct ApiPeer {
+    grpc: String,
+    stop: CancellationToken,
+}
+
+impl ApiPeer {
+    async fn start(dir: &Path) -> ApiPeer {
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let (grpc, http) = (free(), free());
+        let config = berth_apiserver::PeerConfig {
+            id: 1,
+            cluster: "agent-test".into(),
+            data_dir: dir.join("api"),
+            listen: grpc,
+            advertise: grpc.to_string(),
+            http,
+            initial_peers: [(1, grpc.to_string())].into(),
+            heartbeat: Duration::from_millis(50),
+            election_timeout: (Duration::from_millis(200), Duration::from_millis(400)),
+            history_retention: Duration::from_secs(300),
+            event_ttl: Duration::from_secs(3600),
+            max_requests_in_flight: 1024,
+            max_watchers: 1000,
+            request_timeout: Duration::from_secs(60),
+        };
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            let _ = berth_apiserver::serve(config, token).await;
+        });
+        ApiPeer { grpc: grpc.to_string(), stop }
+    }
+}
+
+impl Drop for ApiPeer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_node_agent_runs_a_bound_pod_and_stops_it_when_deleted() {
+    use berth_client::{Api, Client, DeleteParams};
+    use berth_kubelet::agent::{self, AgentConfig};
+    use berth_proto::core_v1::{Container, Namespace, Pod, PodSpec};
+    use berth_proto::meta_v1::ObjectMeta;
+    if let Some(why) = skip_reason(true) {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let registry = Registry::start();
+    let img = image(
+        vec![layer(base_layer(), true), layer(change_layer(), true), layer(applets_layer(), false)],
+        false,
+    );
+    registry.push("test/busybox", "agent", &img);
+    let f = Fixture::start("agent", Some(&registry)).await;
+    let api = ApiPeer::start(f.dir.path()).await;
+    let client = Client::new([api.grpc.clone()]).unwrap();
+    poll("the API serves", Duration::from_secs(30), || async {
+        Api::<Namespace>::all(&client).get("default").await.ok()
+    })
+    .await;
+
+    let mut config = AgentConfig::new("node-e2e", f.dir.path().join("agent"));
+    config.cri_socket = Some(f.socket());
+    config.lease_renew = Duration::from_millis(500);
+    let stop_agent = CancellationToken::new();
+    let agent = {
+        let (client, stop) = (client.clone(), stop_agent.clone());
+        tokio::spawn(async move { agent::run(&client, &config, stop).await.unwrap() })
+    };
+
+    let pods = Api::<Pod>::namespaced(&client, "default");
+    let pod = Pod {
+        metadata: Some(ObjectMeta {
+            name: "web".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            node_name: "node-e2e".into(),
+            termination_grace_period_seconds: Some(2),
+            containers: vec![Container {
+                name: "app".into(),
+                image: format!("{}/test/busybox:agent", registry.addr),
+                command: vec!["sh".into(), "-c".into(), "echo started; exec sleep 1000".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let uid = pods.create(&pod).await.unwrap().metadata.unwrap().uid;
+    let running = poll("the pod runs", Duration::from_secs(60), || async {
+        let pod = pods.get("web").await.ok()?;
+        let status = pod.status?;
+        (status.phase == "Running" && status.container_statuses.first()?.ready).then_some(status)
+    })
+    .await;
+    assert_eq!(running.container_statuses[0].restart_count, 0);
+    assert!(running.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True"));
+    let log = f.dir.path().join(format!("agent/pods/default_web_{uid}/app/0.log"));
+    poll("the container logs", Duration::from_secs(10), || async {
+        log_lines(&log).contains(&"started".to_string()).then_some(())
+    })
+    .await;
+
+    // Deleted: stopped within its grace period, then gone from the API.
+    pods.delete("web", &DeleteParams { grace_period_seconds: Some(1), ..Default::default() })
+        .await
+        .unwrap();
+    poll("the pod is removed", Duration::from_secs(30), || async {
+        pods.get("web").await.err().filter(|e| e.is_not_found()).map(|_| ())
+    })
+    .await;
+    let mut runtime = f.runtime.clone();
+    let left = runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(left.is_empty(), "sandboxes left behind: {left:?}");
+    stop_agent.cancel();
+    agent.await.unwrap();
+}

@@ -20,15 +20,21 @@ const NAMESPACE: &str = "kube-node-lease";
 
 impl Heartbeat {
     pub(super) fn new(client: &Client, config: &AgentConfig, node_uid: &str) -> Heartbeat {
-        Heartbeat { leases: Api::namespaced(client, NAMESPACE), config: config.clone(), node_uid: node_uid.into() }
+        Heartbeat {
+            leases: Api::namespaced(client, NAMESPACE),
+            config: config.clone(),
+            node_uid: node_uid.into(),
+        }
     }
 
     pub(super) async fn run(&self, stop: CancellationToken) {
         loop {
             match self.renew().await {
-                Ok(()) => metrics::counter!("berth_kubelet_lease_renewals_total", "result" => "ok").increment(1),
+                Ok(()) => metrics::counter!("berth_kubelet_lease_renewals_total", "result" => "ok")
+                    .increment(1),
                 Err(e) => {
-                    metrics::counter!("berth_kubelet_lease_renewals_total", "result" => "error").increment(1);
+                    metrics::counter!("berth_kubelet_lease_renewals_total", "result" => "error")
+                        .increment(1);
                     tracing::warn!(node = %self.config.node_name, error = %e, "could not renew the node lease");
                 }
             }

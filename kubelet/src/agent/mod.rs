@@ -5,6 +5,7 @@
 
 mod lease;
 mod node;
+mod pods;
 
 use berth_client::Client;
 use std::time::Duration;
@@ -32,6 +33,11 @@ pub struct AgentConfig {
     pub status_report: Duration,
     /// Node labels besides the well-known ones.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The CRI runtime's socket; without one the agent only registers and
+    /// heartbeats (no pods run).
+    pub cri_socket: Option<std::path::PathBuf>,
+    /// Pods synced at once.
+    pub pod_workers: usize,
 }
 
 impl AgentConfig {
@@ -45,6 +51,8 @@ impl AgentConfig {
             lease_duration: Duration::from_secs(40),
             status_report: Duration::from_secs(300),
             labels: Default::default(),
+            cri_socket: None,
+            pod_workers: 4,
         }
     }
 }
@@ -56,12 +64,18 @@ pub enum AgentError {
     Machine { what: &'static str, source: std::io::Error },
     #[error("the API refused the node: {0}")]
     Api(#[from] berth_client::Error),
+    #[error("cannot reach the CRI runtime: {0}")]
+    Runtime(#[from] tonic::transport::Error),
 }
 
 /// Registers the node and keeps its status and Lease current until `stop`.
 /// Transient API failures are retried; only a node that cannot be
 /// described at all ends it with an error.
-pub async fn run(client: &Client, config: &AgentConfig, stop: CancellationToken) -> Result<(), AgentError> {
+pub async fn run(
+    client: &Client,
+    config: &AgentConfig,
+    stop: CancellationToken,
+) -> Result<(), AgentError> {
     let machine = node::Machine::read(config)?;
     let nodes = node::NodeWriter::new(client, config, machine);
     // Register first, so the Lease can name the Node as its owner.
@@ -79,6 +93,22 @@ pub async fn run(client: &Client, config: &AgentConfig, stop: CancellationToken)
     };
     tracing::info!(node = %config.node_name, "node registered");
     let heartbeat = lease::Heartbeat::new(client, config, &uid);
-    tokio::join!(heartbeat.run(stop.clone()), nodes.keep_current(stop.clone()));
-    Ok(())
+    let pods = async {
+        let Some(socket) = &config.cri_socket else { return Ok(()) };
+        let logs = config.root_dir.join("pods");
+        let (workers, informing) = pods::PodWorkers::start(
+            client,
+            &config.node_name,
+            &config.node_ip,
+            socket,
+            logs,
+            stop.clone(),
+        )
+        .await?;
+        tokio::join!(informing, workers.run(config.pod_workers, stop.clone()));
+        Ok::<(), AgentError>(())
+    };
+    let (_, _, pods) =
+        tokio::join!(heartbeat.run(stop.clone()), nodes.keep_current(stop.clone()), pods);
+    pods
 }

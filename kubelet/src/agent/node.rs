@@ -55,15 +55,21 @@ impl Machine {
         let os_image = std::fs::read_to_string("/etc/os-release")
             .ok()
             .and_then(|t| {
-                t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+                t.lines().find_map(|l| {
+                    l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())
+                })
             })
             .unwrap_or_else(|| "Linux".into());
-        let trimmed = |path: &str| std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default();
+        let trimmed = |path: &str| {
+            std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
+        };
         let info = NodeSystemInfo {
             machine_id: trimmed("/etc/machine-id"),
             system_uuid: trimmed("/sys/class/dmi/id/product_uuid"),
             boot_id: trimmed("/proc/sys/kernel/random/boot_id"),
-            kernel_version: read("/proc/sys/kernel/osrelease", "kernel version")?.trim().to_string(),
+            kernel_version: read("/proc/sys/kernel/osrelease", "kernel version")?
+                .trim()
+                .to_string(),
             os_image,
             container_runtime_version: concat!("berth://", env!("CARGO_PKG_VERSION")).into(),
             kubelet_version: concat!("v1.32.0-berth.", env!("CARGO_PKG_VERSION")).into(),
@@ -75,7 +81,12 @@ impl Machine {
                 other => other.into(),
             },
         };
-        Ok(Machine { milli_cpu: cpus * 1000, memory_bytes: kib * 1024, storage_bytes: storage, info })
+        Ok(Machine {
+            milli_cpu: cpus * 1000,
+            memory_bytes: kib * 1024,
+            storage_bytes: storage,
+            info,
+        })
     }
 }
 
@@ -83,7 +94,10 @@ fn resources(milli_cpu: i64, memory: i64, storage: i64) -> BTreeMap<String, Quan
     [
         ("cpu".to_string(), Quantity::from_milli(milli_cpu.max(0), QuantityFormat::DecimalSI)),
         ("memory".to_string(), Quantity::from_int(memory.max(0), QuantityFormat::BinarySI)),
-        ("ephemeral-storage".to_string(), Quantity::from_int(storage.max(0), QuantityFormat::BinarySI)),
+        (
+            "ephemeral-storage".to_string(),
+            Quantity::from_int(storage.max(0), QuantityFormat::BinarySI),
+        ),
         ("pods".to_string(), Quantity::from_int(110, QuantityFormat::DecimalSI)),
     ]
     .into()
@@ -138,9 +152,24 @@ impl NodeWriter {
                 m.storage_bytes - r.ephemeral_storage_bytes,
             ),
             conditions: vec![
-                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "the node has sufficient memory available"),
-                condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "the node has no disk pressure"),
-                condition("PIDPressure", "False", "KubeletHasSufficientPID", "the node has sufficient PIDs available"),
+                condition(
+                    "MemoryPressure",
+                    "False",
+                    "KubeletHasSufficientMemory",
+                    "the node has sufficient memory available",
+                ),
+                condition(
+                    "DiskPressure",
+                    "False",
+                    "KubeletHasNoDiskPressure",
+                    "the node has no disk pressure",
+                ),
+                condition(
+                    "PIDPressure",
+                    "False",
+                    "KubeletHasSufficientPID",
+                    "the node has sufficient PIDs available",
+                ),
                 condition("Ready", "True", "KubeletReady", "berth agent is posting ready status"),
             ],
             addresses: vec![

@@ -1,0 +1,545 @@
+//! Runs the pods bound to this node through CRI: one reconcile per pod key
+//! (from an informer on spec.nodeName, and a periodic resync that notices
+//! container exits), which brings what the runtime has in line with the
+//! pod — a sandbox, its containers started (images pulled first), exited
+//! containers restarted as the restart policy says with Kubernetes'
+//! back-off, and a deleted pod stopped within its grace period, then
+//! confirmed to the API — and reports the pod's status when it changed.
+
+use berth_client::{
+    Api, Cache, Change, Client, DeleteParams, Informer, InformerParams, RateLimit, WorkQueue,
+};
+use berth_proto::core_v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, Pod, PodCondition, PodStatus,
+};
+use berth_proto::cri_v1 as cri;
+use berth_proto::Time;
+use cri::image_service_client::ImageServiceClient;
+use cri::runtime_service_client::RuntimeServiceClient;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+const UID: &str = "io.kubernetes.pod.uid";
+const NAME: &str = "io.kubernetes.pod.name";
+const NAMESPACE: &str = "io.kubernetes.pod.namespace";
+const CONTAINER: &str = "io.kubernetes.container.name";
+
+/// Kubernetes' crash back-off: 10 s, doubling, at most 5 minutes.
+const BACKOFF_START: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// How often running pods are looked at again for exits.
+const RESYNC: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error("the runtime: {0}")]
+    Runtime(#[from] tonic::Status),
+    #[error("the API: {0}")]
+    Api(#[from] berth_client::Error),
+}
+
+/// The CRI runtime, reached over its unix socket.
+#[derive(Clone)]
+struct Runtime {
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+}
+
+pub(super) struct PodWorkers {
+    node_ip: String,
+    logs: PathBuf,
+    client: Client,
+    cri: Runtime,
+    cache: Cache<Pod>,
+    queue: WorkQueue<String>,
+    /// Uids of the pods seen, so a pod gone from the API is torn down.
+    known: Mutex<HashMap<String, String>>,
+    /// Status last written per pod, to write only changes.
+    written: Mutex<HashMap<String, PodStatus>>,
+}
+
+impl PodWorkers {
+    /// Connects to the runtime and starts following the node's pods.
+    pub(super) async fn start(
+        client: &Client,
+        node: &str,
+        node_ip: &str,
+        socket: &std::path::Path,
+        logs: PathBuf,
+        stop: CancellationToken,
+    ) -> Result<(Arc<PodWorkers>, impl std::future::Future<Output = ()>), tonic::transport::Error>
+    {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("unix://{}", socket.display()))?
+                .connect()
+                .await?;
+        let cri = Runtime {
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
+        };
+        let params = InformerParams {
+            field_selector: format!("spec.nodeName={node}"),
+            resync: Some(RESYNC),
+            ..Default::default()
+        };
+        let mut informer = Informer::new(Api::<Pod>::all(client), params);
+        let queue = WorkQueue::new("pods", RateLimit::default());
+        let on_change = queue.clone();
+        informer.on_change(move |change: &Change<Pod>| {
+            on_change.add(berth_client::key(change.object().as_ref()))
+        });
+        let workers = Arc::new(PodWorkers {
+            node_ip: node_ip.into(),
+            logs,
+            client: client.clone(),
+            cri,
+            cache: informer.cache(),
+            queue,
+            known: Default::default(),
+            written: Default::default(),
+        });
+        let informing = informer.run(stop.clone());
+        Ok((workers, informing))
+    }
+
+    /// Reconciles pods with `n` workers until `stop`.
+    pub(super) async fn run(self: Arc<Self>, n: usize, stop: CancellationToken) {
+        self.cache.wait_synced().await;
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..n.max(1) {
+            let me = self.clone();
+            workers.spawn(async move {
+                while let Some(key) = me.queue.get().await {
+                    if let Err(e) = me.sync(&key).await {
+                        tracing::warn!(pod = %key, error = %e, "pod sync failed; retrying");
+                        me.queue.add_rate_limited(key.clone());
+                    } else {
+                        me.queue.forget(&key);
+                    }
+                    me.queue.done(&key);
+                }
+            });
+        }
+        stop.cancelled().await;
+        self.queue.shut_down();
+        while workers.join_next().await.is_some() {}
+    }
+
+    async fn sync(&self, key: &str) -> Result<(), SyncError> {
+        let Some(pod) = self.cache.get(key) else {
+            // Gone from the API: whatever still runs for it goes.
+            let uid = self.known.lock().expect("no panic while noting uids").remove(key);
+            if let Some(uid) = uid {
+                self.teardown(&uid, 0).await?;
+            }
+            return Ok(());
+        };
+        let meta = pod.metadata.clone().unwrap_or_default();
+        self.known
+            .lock()
+            .expect("no panic while noting uids")
+            .insert(key.to_string(), meta.uid.clone());
+        if meta.deletion_timestamp.is_some() {
+            let grace = meta.deletion_grace_period_seconds.unwrap_or(30);
+            self.teardown(&meta.uid, grace).await?;
+            // The node confirms: the API may now remove the pod.
+            let pods = Api::<Pod>::namespaced(self.pods_client(), &meta.namespace);
+            let params = DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+            match pods.delete(&meta.name, &params).await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(());
+        }
+        let status = self.run_pod(&pod).await?;
+        self.report(&pod, status).await
+    }
+
+    fn pods_client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Stops every container of the pod (SIGTERM, `grace` seconds, then
+    /// SIGKILL) and removes its sandboxes.
+    async fn teardown(&self, uid: &str, grace: i64) -> Result<(), SyncError> {
+        let mut runtime = self.cri.runtime.clone();
+        let sandboxes = runtime
+            .list_pod_sandbox(cri::ListPodSandboxRequest {
+                filter: Some(cri::PodSandboxFilter {
+                    label_selector: [(UID.to_string(), uid.to_string())].into(),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .items;
+        for sandbox in sandboxes {
+            let containers = runtime
+                .list_containers(cri::ListContainersRequest {
+                    filter: Some(cri::ContainerFilter {
+                        pod_sandbox_id: sandbox.id.clone(),
+                        ..Default::default()
+                    }),
+                })
+                .await?
+                .into_inner()
+                .containers;
+            for c in
+                containers.iter().filter(|c| c.state() == cri::ContainerState::ContainerRunning)
+            {
+                runtime
+                    .stop_container(cri::StopContainerRequest {
+                        container_id: c.id.clone(),
+                        timeout: grace.max(0),
+                    })
+                    .await?;
+            }
+            runtime
+                .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sandbox.id.clone() })
+                .await?;
+            runtime
+                .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                    pod_sandbox_id: sandbox.id.clone(),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Brings the runtime in line with the pod; returns its status.
+    async fn run_pod(&self, pod: &Pod) -> Result<PodStatus, SyncError> {
+        let meta = pod.metadata.clone().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut runtime = self.cri.runtime.clone();
+        let labels: BTreeMap<String, String> = [
+            (UID.to_string(), meta.uid.clone()),
+            (NAME.to_string(), meta.name.clone()),
+            (NAMESPACE.to_string(), meta.namespace.clone()),
+        ]
+        .into();
+        let sandbox_config = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: meta.name.clone(),
+                uid: meta.uid.clone(),
+                namespace: meta.namespace.clone(),
+                attempt: 0,
+            }),
+            hostname: if spec.hostname.is_empty() {
+                meta.name.clone()
+            } else {
+                spec.hostname.clone()
+            },
+            log_directory: self
+                .logs
+                .join(format!("{}_{}_{}", meta.namespace, meta.name, meta.uid))
+                .display()
+                .to_string(),
+            labels: labels.clone(),
+            ..Default::default()
+        };
+        let sandboxes = runtime
+            .list_pod_sandbox(cri::ListPodSandboxRequest {
+                filter: Some(cri::PodSandboxFilter {
+                    label_selector: [(UID.to_string(), meta.uid.clone())].into(),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .items;
+        let sandbox =
+            match sandboxes.into_iter().find(|s| s.state() == cri::PodSandboxState::SandboxReady) {
+                Some(s) => s.id,
+                None => {
+                    runtime
+                        .run_pod_sandbox(cri::RunPodSandboxRequest {
+                            config: Some(sandbox_config.clone()),
+                            runtime_handler: String::new(),
+                        })
+                        .await?
+                        .into_inner()
+                        .pod_sandbox_id
+                }
+            };
+        let existing = runtime
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(cri::ContainerFilter {
+                    pod_sandbox_id: sandbox.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await?
+            .into_inner()
+            .containers;
+        let mut statuses = Vec::new();
+        for c in &spec.containers {
+            let mut attempts: Vec<&cri::Container> =
+                existing.iter().filter(|x| x.labels.get(CONTAINER) == Some(&c.name)).collect();
+            attempts.sort_by_key(|x| x.created_at);
+            let restarts = attempts.len().saturating_sub(1) as i32;
+            let latest = match attempts.last() {
+                Some(l) => Some(
+                    runtime
+                        .container_status(cri::ContainerStatusRequest {
+                            container_id: l.id.clone(),
+                            verbose: false,
+                        })
+                        .await?
+                        .into_inner()
+                        .status
+                        .unwrap_or_default(),
+                ),
+                None => None,
+            };
+            let restart = match &latest {
+                None => true,
+                Some(s) if s.state() == cri::ContainerState::ContainerExited => {
+                    let wanted = match spec.restart_policy.as_str() {
+                        "Never" => false,
+                        "OnFailure" => s.exit_code != 0,
+                        _ => true,
+                    };
+                    // Back-off since the last exit, doubling per restart.
+                    let wait = BACKOFF_START
+                        .saturating_mul(1 << restarts.clamp(0, 5) as u32)
+                        .min(BACKOFF_MAX);
+                    let finished = Duration::from_nanos(s.finished_at.max(0) as u64);
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default();
+                    if wanted && now < finished + wait {
+                        statuses.push(self.container_status(
+                            c,
+                            latest.as_ref(),
+                            restarts,
+                            Some("CrashLoopBackOff"),
+                        ));
+                        continue;
+                    }
+                    wanted
+                }
+                Some(s) if s.state() == cri::ContainerState::ContainerCreated => {
+                    runtime
+                        .start_container(cri::StartContainerRequest { container_id: s.id.clone() })
+                        .await?;
+                    false
+                }
+                Some(_) => false,
+            };
+            if !restart {
+                statuses.push(self.container_status(c, latest.as_ref(), restarts, None));
+                continue;
+            }
+            let image = Some(cri::ImageSpec { image: c.image.clone(), ..Default::default() });
+            let mut images = self.cri.images.clone();
+            let present = images
+                .image_status(cri::ImageStatusRequest { image: image.clone(), verbose: false })
+                .await?
+                .into_inner()
+                .image
+                .is_some();
+            if !present || c.image_pull_policy == "Always" {
+                images
+                    .pull_image(cri::PullImageRequest {
+                        image: image.clone(),
+                        ..Default::default()
+                    })
+                    .await?;
+            }
+            let attempt = attempts.len() as u32;
+            let mut container_labels = labels.clone();
+            container_labels.insert(CONTAINER.into(), c.name.clone());
+            let config = cri::ContainerConfig {
+                metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt }),
+                image,
+                command: c.command.clone(),
+                args: c.args.clone(),
+                working_dir: c.working_dir.clone(),
+                envs: c
+                    .env
+                    .iter()
+                    .map(|e| cri::KeyValue { key: e.name.clone(), value: e.value.clone() })
+                    .collect(),
+                labels: container_labels,
+                log_path: format!("{}/{attempt}.log", c.name),
+                ..Default::default()
+            };
+            let id = runtime
+                .create_container(cri::CreateContainerRequest {
+                    pod_sandbox_id: sandbox.clone(),
+                    config: Some(config),
+                    sandbox_config: Some(sandbox_config.clone()),
+                })
+                .await?
+                .into_inner()
+                .container_id;
+            runtime
+                .start_container(cri::StartContainerRequest { container_id: id.clone() })
+                .await?;
+            let started = runtime
+                .container_status(cri::ContainerStatusRequest { container_id: id, verbose: false })
+                .await?
+                .into_inner()
+                .status;
+            statuses.push(self.container_status(c, started.as_ref(), attempts.len() as i32, None));
+        }
+        Ok(self.pod_status(pod, statuses))
+    }
+
+    fn container_status(
+        &self,
+        c: &berth_proto::core_v1::Container,
+        s: Option<&cri::ContainerStatus>,
+        restarts: i32,
+        waiting: Option<&str>,
+    ) -> ContainerStatus {
+        let time = |nanos: i64| {
+            Some(Time::from_unix(nanos / 1_000_000_000, (nanos % 1_000_000_000) as u32))
+        };
+        let state = match (s, waiting) {
+            (_, Some(reason)) => ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: reason.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            (Some(s), None) if s.state() == cri::ContainerState::ContainerRunning => {
+                ContainerState {
+                    running: Some(ContainerStateRunning { started_at: time(s.started_at) }),
+                    ..Default::default()
+                }
+            }
+            (Some(s), None) if s.state() == cri::ContainerState::ContainerExited => {
+                ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: s.exit_code,
+                        reason: if s.reason.is_empty() {
+                            if s.exit_code == 0 {
+                                "Completed".into()
+                            } else {
+                                "Error".into()
+                            }
+                        } else {
+                            s.reason.clone()
+                        },
+                        started_at: time(s.started_at),
+                        finished_at: time(s.finished_at),
+                        container_id: format!("berth://{}", s.id),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }
+            }
+            _ => ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: "ContainerCreating".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        };
+        let running = state.running.is_some();
+        ContainerStatus {
+            name: c.name.clone(),
+            ready: running,
+            started: Some(running),
+            restart_count: restarts,
+            image: c.image.clone(),
+            image_id: s.map(|s| s.image_ref.clone()).unwrap_or_default(),
+            container_id: s.map(|s| format!("berth://{}", s.id)).unwrap_or_default(),
+            state: Some(state),
+            ..Default::default()
+        }
+    }
+
+    fn pod_status(&self, pod: &Pod, containers: Vec<ContainerStatus>) -> PodStatus {
+        let policy = pod.spec.as_ref().map_or("Always", |s| s.restart_policy.as_str());
+        let state = |c: &ContainerStatus| c.state.clone().unwrap_or_default();
+        let all_running =
+            !containers.is_empty() && containers.iter().all(|c| state(c).running.is_some());
+        let all_done =
+            !containers.is_empty() && containers.iter().all(|c| state(c).terminated.is_some());
+        let all_ok =
+            containers.iter().all(|c| state(c).terminated.is_some_and(|t| t.exit_code == 0));
+        let phase = if all_done && policy != "Always" {
+            if all_ok {
+                "Succeeded"
+            } else if policy == "Never" {
+                "Failed"
+            } else {
+                "Running"
+            }
+        } else if containers
+            .iter()
+            .any(|c| state(c).running.is_some() || state(c).terminated.is_some())
+        {
+            "Running"
+        } else {
+            "Pending"
+        };
+        let previous = pod.status.clone().unwrap_or_default();
+        let now = Time::now();
+        let condition = |kind: &str, ok: bool| {
+            let status = if ok { "True" } else { "False" };
+            let since = previous
+                .conditions
+                .iter()
+                .find(|c| c.r#type == kind && c.status == status)
+                .and_then(|c| c.last_transition_time)
+                .unwrap_or(now);
+            PodCondition {
+                r#type: kind.into(),
+                status: status.into(),
+                last_transition_time: Some(since),
+                ..Default::default()
+            }
+        };
+        let mut conditions: Vec<PodCondition> =
+            previous.conditions.iter().filter(|c| c.r#type == "PodScheduled").cloned().collect();
+        conditions.push(condition("Initialized", true));
+        conditions.push(condition("ContainersReady", all_running));
+        conditions.push(condition("Ready", all_running));
+        PodStatus {
+            phase: phase.into(),
+            conditions,
+            host_ip: self.node_ip.clone(),
+            start_time: previous.start_time.or(Some(now)),
+            container_statuses: containers,
+            qos_class: previous.qos_class.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// Writes the status if it differs from the last one written (times
+    /// aside).
+    async fn report(&self, pod: &Pod, status: PodStatus) -> Result<(), SyncError> {
+        let key = berth_client::key(pod);
+        let unchanged =
+            self.written.lock().expect("no panic while noting statuses").get(&key) == Some(&status);
+        if unchanged && pod.status.as_ref().is_some_and(|s| s.phase == status.phase) {
+            return Ok(());
+        }
+        let mut updated = pod.clone();
+        updated.status = Some(status.clone());
+        let meta = pod.metadata.clone().unwrap_or_default();
+        match Api::<Pod>::namespaced(self.pods_client(), &meta.namespace)
+            .update_status(&updated)
+            .await
+        {
+            Ok(_) => {
+                self.written.lock().expect("no panic while noting statuses").insert(key, status);
+                Ok(())
+            }
+            // A newer version will come through the informer.
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
