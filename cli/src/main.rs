@@ -1,6 +1,7 @@
 //! `berth`: the one binary. Servers, node agents and control loops run as its
 //! subcommands, and so do the operator's verbs.
 
+mod agent;
 mod controller_manager;
 mod endpoints;
 mod manifests;
@@ -29,7 +30,7 @@ enum Command {
     /// Run an API-server peer (Raft-replicated store, gRPC and REST front ends)
     Server(server::ServerArgs),
     /// Run a node agent (kubelet) that runs the pods bound to its node
-    Agent(Pending),
+    Agent(agent::AgentArgs),
     /// Run a scheduler replica (one leader at a time)
     Scheduler(scheduler::SchedulerArgs),
     /// Run a controller-manager replica (one leader at a time)
@@ -91,6 +92,7 @@ fn main() -> ExitCode {
         Command::Scheduler(args) => return scheduler::run(args),
         Command::ControllerManager(args) => return controller_manager::run(args),
         Command::Up(args) => return up::run(args),
+        Command::Agent(args) => return agent::run(args),
         Command::Runtime(args) => {
             let mut argv = vec!["berth runtime".to_string()];
             argv.extend(args.args.iter().cloned());
@@ -101,7 +103,6 @@ fn main() -> ExitCode {
             clap_complete::generate(*shell, &mut Cli::command(), "berth", &mut std::io::stdout());
             return ExitCode::SUCCESS;
         }
-        Command::Agent(_) => "agent",
         Command::DevicePlugin(_) => "device-plugin",
         Command::Chaos(_) => "chaos",
         Command::Get(_) => "get",

@@ -26,7 +26,14 @@ pub struct UpArgs {
     /// Stop a detached cluster
     #[arg(long, conflicts_with = "detach")]
     down: bool,
-    /// Also run a sample workload (needs node agents, which are not built yet)
+    /// Node agents to start (they need root; without it the cluster has
+    /// no nodes)
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// Registries (host:port) the nodes pull from over plain HTTP
+    #[arg(long, value_delimiter = ',')]
+    insecure_registry: Vec<String>,
+    /// Also run a sample workload (needs a reachable image; not built yet)
     #[arg(long)]
     demo: bool,
 }
@@ -38,6 +45,9 @@ struct Layout {
     peers: Vec<PeerPorts>,
     schedulers: Vec<String>,
     controller_managers: Vec<String>,
+    /// Node agents' HTTP ports, one per node; grows with --nodes.
+    #[serde(default)]
+    agents: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -63,11 +73,16 @@ fn free_addr() -> Result<String> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
 }
 
-fn layout(dir: &Path) -> Result<Layout> {
+fn layout(dir: &Path, nodes: usize) -> Result<Layout> {
     let path = dir.join("cluster.json");
     if let Ok(text) = std::fs::read_to_string(&path) {
-        return serde_json::from_str(&text)
-            .with_context(|| format!("{} is damaged", path.display()));
+        let mut layout: Layout = serde_json::from_str(&text)
+            .with_context(|| format!("{} is damaged", path.display()))?;
+        while layout.agents.len() < nodes {
+            layout.agents.push(free_addr()?);
+        }
+        std::fs::write(&path, serde_json::to_vec_pretty(&layout)?)?;
+        return Ok(layout);
     }
     let layout = Layout {
         peers: (0..PEERS)
@@ -75,6 +90,7 @@ fn layout(dir: &Path) -> Result<Layout> {
             .collect::<Result<_>>()?,
         schedulers: (0..REPLICAS).map(|_| free_addr()).collect::<Result<_>>()?,
         controller_managers: (0..REPLICAS).map(|_| free_addr()).collect::<Result<_>>()?,
+        agents: (0..nodes).map(|_| free_addr()).collect::<Result<_>>()?,
     };
     std::fs::write(&path, serde_json::to_vec_pretty(&layout)?)?;
     Ok(layout)
@@ -168,7 +184,7 @@ fn default_dir() -> Result<PathBuf> {
 
 fn up(args: &UpArgs) -> Result<()> {
     if args.demo {
-        bail!("--demo runs a Deployment on the cluster's nodes, and the node agent (berth agent) is not built yet; run `berth up` and apply workloads with kubectl");
+        bail!("--demo needs a sample image the nodes can pull, which this build does not ship yet; run `berth up` and apply workloads with kubectl");
     }
     let dir = match &args.dir {
         Some(d) => d.clone(),
@@ -197,7 +213,15 @@ fn up(args: &UpArgs) -> Result<()> {
             );
         }
     }
-    let layout = layout(&dir)?;
+    let root = nix::unistd::geteuid().is_root();
+    let nodes = if root { args.nodes } else { 0 };
+    if !root && args.nodes > 0 {
+        eprintln!(
+            "berth up: node agents need root (namespaces, cgroups, mounts); starting without nodes"
+        );
+    }
+    let layout = layout(&dir, nodes)?;
+    let registries = args.insecure_registry.clone();
     for p in &layout.peers {
         if std::net::TcpListener::bind(&p.grpc).is_err()
             || std::net::TcpListener::bind(&p.http).is_err()
@@ -254,6 +278,28 @@ fn up(args: &UpArgs) -> Result<()> {
             ["controller-manager", "--server", &servers.join(","), "--id", &id, "--http", http];
         processes.spawn(&dir, &id, &args.map(String::from))?;
     }
+    for (i, http) in layout.agents.iter().take(nodes).enumerate() {
+        let name = format!("node-{}", i + 1);
+        let mut args: Vec<String> = [
+            "agent",
+            "--server",
+            &servers.join(","),
+            "--node-name",
+            &name,
+            "--http",
+            http,
+            "--stop-pods-on-exit",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push("--root-dir".into());
+        args.push(dir.join(&name).to_string_lossy().into_owned());
+        for registry in &registries {
+            args.push("--insecure-registry".into());
+            args.push(registry.clone());
+        }
+        processes.spawn(&dir, &name, &args)?;
+    }
     let pid_list: Vec<String> =
         processes.children.iter().map(|(_, c)| c.id().to_string()).collect();
     std::fs::write(&pids, pid_list.join("\n"))?;
@@ -275,7 +321,10 @@ fn up(args: &UpArgs) -> Result<()> {
         kubeconfig_path.display()
     );
     println!("  berth API: --server {}", servers.join(","));
-    println!("  nodes: none yet; the node agent (berth agent) comes next");
+    match nodes {
+        0 => println!("  nodes: none (node agents need root)"),
+        n => println!("  nodes: node-1..node-{n}, running pods through berth's CRI runtime"),
+    }
     if args.detach {
         // The processes outlive this command; --down stops them.
         processes.children.clear();

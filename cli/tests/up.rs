@@ -90,6 +90,27 @@ async fn berth_up_starts_stops_and_restarts_the_same_cluster() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // As root, a node agent joins and reports Ready.
+    if nix::unistd::geteuid().is_root() {
+        let nodes = Api::<berth_proto::core_v1::Node>::all(&client);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = nodes.get("node-1").await.ok().and_then(|n| {
+                n.status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.r#type == "Ready")
+                    .map(|c| c.status == "True")
+            });
+            if ready == Some(true) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node-1 never became Ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    } else {
+        println!("SKIPPED (part): node agents need root");
+    }
     let kubeconfig = std::fs::read_to_string(dir.path().join("kubeconfig")).unwrap();
     assert!(kubeconfig.contains("name: peer-3"), "{kubeconfig}");
 

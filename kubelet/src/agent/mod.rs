@@ -38,6 +38,10 @@ pub struct AgentConfig {
     pub cri_socket: Option<std::path::PathBuf>,
     /// Pods synced at once.
     pub pod_workers: usize,
+    /// Stop every pod's containers when the agent stops (a local
+    /// development cluster); a production node leaves them running so a
+    /// restarted agent finds them again.
+    pub stop_pods_on_exit: bool,
 }
 
 impl AgentConfig {
@@ -53,6 +57,7 @@ impl AgentConfig {
             labels: Default::default(),
             cri_socket: None,
             pod_workers: 4,
+            stop_pods_on_exit: false,
         }
     }
 }
@@ -105,7 +110,10 @@ pub async fn run(
             stop.clone(),
         )
         .await?;
-        tokio::join!(informing, workers.run(config.pod_workers, stop.clone()));
+        tokio::join!(informing, workers.clone().run(config.pod_workers, stop.clone()));
+        if config.stop_pods_on_exit {
+            workers.stop_all().await;
+        }
         Ok::<(), AgentError>(())
     };
     let (_, _, pods) =

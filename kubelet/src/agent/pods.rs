@@ -161,6 +161,18 @@ impl PodWorkers {
         self.report(&pod, status).await
     }
 
+    /// Stops and removes every pod sandbox this agent started.
+    pub(super) async fn stop_all(&self) {
+        let mut runtime = self.cri.runtime.clone();
+        let listed = runtime.list_pod_sandbox(cri::ListPodSandboxRequest::default()).await;
+        let Ok(listed) = listed else { return };
+        for uid in listed.into_inner().items.iter().filter_map(|s| s.labels.get(UID)) {
+            if let Err(e) = self.teardown(uid, 10).await {
+                tracing::warn!(pod = %uid, error = %e, "could not stop a pod on exit");
+            }
+        }
+    }
+
     fn pods_client(&self) -> &Client {
         &self.client
     }
