@@ -44,6 +44,19 @@ pub struct AgentArgs {
     /// /healthz and /metrics
     #[arg(long, default_value = "127.0.0.1:10248")]
     http: SocketAddr,
+    /// The pods' subnet on this node (a bridge network through the CNI
+    /// plugins)
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pod_cidr: String,
+    /// The bridge the pods' network uses
+    #[arg(long, default_value = "berth0")]
+    cni_bridge: String,
+    /// Where the CNI plugin programs are
+    #[arg(long, value_delimiter = ',', default_value = "/usr/lib/cni,/opt/cni/bin")]
+    cni_bin_dir: Vec<PathBuf>,
+    /// Pods get loopback only, no network
+    #[arg(long)]
+    no_cni: bool,
     /// Stop every pod's containers when the agent stops (what `berth up`
     /// does); by default they keep running for the next agent to find
     #[arg(long)]
@@ -111,6 +124,15 @@ fn serve(args: &AgentArgs) -> Result<()> {
                     socket: socket.clone(),
                     images,
                     cgroup_parent: PathBuf::from(format!("/berth/{node}")),
+                    network: (!args.no_cni).then(|| {
+                        berth_kubelet::cri::CniNetwork::bridge(
+                            "berth",
+                            &args.cni_bridge,
+                            &args.pod_cidr,
+                            &args.root_dir.join("cni"),
+                            args.cni_bin_dir.clone(),
+                        )
+                    }),
                 })
                 .await
                 .context("start the CRI runtime service")?;

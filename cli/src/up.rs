@@ -292,6 +292,9 @@ fn up(args: &UpArgs) -> Result<()> {
         ]
         .map(String::from)
         .to_vec();
+        // Each node its own bridge and subnet, so several fit on one host.
+        args.extend(["--cni-bridge".into(), format!("berth{}", i + 1)]);
+        args.extend(["--pod-cidr".into(), format!("10.88.{}.0/24", i + 1)]);
         args.push("--root-dir".into());
         args.push(dir.join(&name).to_string_lossy().into_owned());
         for registry in &registries {

@@ -17,6 +17,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use berth_kubelet::cri::CniNetwork;
 use berth_kubelet::executor::cgroups;
 use berth_kubelet::image::{ImageStore, RegistryConfig};
 use berth_kubelet::{CriConfig, CriServer};
@@ -44,6 +45,7 @@ struct Fixture {
     dir: tempfile::TempDir,
     images: ImageStore,
     cgroup_parent: PathBuf,
+    network: Option<CniNetwork>,
     stop: CancellationToken,
     served: Option<tokio::task::JoinHandle<()>>,
     runtime: RuntimeServiceClient<Channel>,
@@ -52,6 +54,15 @@ struct Fixture {
 
 impl Fixture {
     async fn start(name: &str, registry: Option<&Registry>) -> Fixture {
+        Fixture::start_with(name, registry, None).await
+    }
+
+    /// With the pods on `network`.
+    async fn start_with(
+        name: &str,
+        registry: Option<&Registry>,
+        network: Option<CniNetwork>,
+    ) -> Fixture {
         let dir = tempfile::Builder::new().prefix("berth-cri-").tempdir().unwrap();
         let config = RegistryConfig {
             plain_http: registry.map(|r| vec![r.addr.clone()]).unwrap_or_default(),
@@ -60,8 +71,9 @@ impl Fixture {
         let images = ImageStore::open(dir.path().join("images"), config).unwrap();
         let cgroup_parent = PathBuf::from(format!("/berth-cri-test-{}-{name}", std::process::id()));
         let stop = CancellationToken::new();
-        let (served, runtime, image) = serve(dir.path(), &images, &cgroup_parent, &stop).await;
-        Fixture { dir, images, cgroup_parent, stop, served: Some(served), runtime, image }
+        let (served, runtime, image) =
+            serve(dir.path(), &images, &cgroup_parent, network.as_ref(), &stop).await;
+        Fixture { dir, images, cgroup_parent, network, stop, served: Some(served), runtime, image }
     }
 
     fn socket(&self) -> PathBuf {
@@ -77,8 +89,14 @@ impl Fixture {
         }
         assert!(!self.socket().exists(), "a stopped service removes its socket");
         self.stop = CancellationToken::new();
-        let (served, runtime, image) =
-            serve(self.dir.path(), &self.images, &self.cgroup_parent, &self.stop).await;
+        let (served, runtime, image) = serve(
+            self.dir.path(),
+            &self.images,
+            &self.cgroup_parent,
+            self.network.as_ref(),
+            &self.stop,
+        )
+        .await;
         self.served = Some(served);
         self.runtime = runtime;
         self.image = image;
@@ -148,6 +166,7 @@ fn service_config(dir: &Path, images: &ImageStore, cgroup_parent: &Path) -> CriC
         socket: dir.join("cri.sock"),
         images: images.clone(),
         cgroup_parent: cgroup_parent.to_path_buf(),
+        network: None,
     }
 }
 
@@ -164,9 +183,12 @@ async fn serve(
     dir: &Path,
     images: &ImageStore,
     cgroup_parent: &Path,
+    network: Option<&CniNetwork>,
     stop: &CancellationToken,
 ) -> (tokio::task::JoinHandle<()>, RuntimeServiceClient<Channel>, ImageServiceClient<Channel>) {
-    let server = CriServer::bind(service_config(dir, images, cgroup_parent)).await.unwrap();
+    let mut config = service_config(dir, images, cgroup_parent);
+    config.network = network.cloned();
+    let server = CriServer::bind(config).await.unwrap();
     let stop = stop.clone();
     let served = tokio::spawn(async move { server.serve(stop).await.unwrap() });
     let (runtime, image) = connect(&dir.join("cri.sock")).await;
@@ -1167,7 +1189,28 @@ async fn the_node_agent_runs_a_bound_pod_and_stops_it_when_deleted() {
         false,
     );
     registry.push("test/busybox", "agent", &img);
-    let f = Fixture::start("agent", Some(&registry)).await;
+    if !Path::new("/usr/lib/cni/bridge").exists() {
+        println!("SKIPPED: needs the CNI plugins (Debian package containernetworking-plugins)");
+        return;
+    }
+    // The pods' network: a bridge of this test's own, removed at its end.
+    let bridge = format!("bt{}", std::process::id() % 100_000);
+    struct Bridge(String);
+    impl Drop for Bridge {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let _bridge = Bridge(bridge.clone());
+    let ipam = tempfile::tempdir().unwrap();
+    let network = CniNetwork::bridge(
+        "agent-test",
+        &bridge,
+        "10.213.7.0/24",
+        ipam.path(),
+        vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()],
+    );
+    let f = Fixture::start_with("agent", Some(&registry), Some(network)).await;
     let api = ApiPeer::start(f.dir.path()).await;
     let client = Client::new([api.grpc.clone()]).unwrap();
     poll("the API serves", Duration::from_secs(30), || async {
@@ -1212,6 +1255,7 @@ async fn the_node_agent_runs_a_bound_pod_and_stops_it_when_deleted() {
     })
     .await;
     assert_eq!(running.container_statuses[0].restart_count, 0);
+    assert!(running.pod_ip.starts_with("10.213.7."), "pod IP {:?}", running.pod_ip);
     assert!(running.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True"));
     let log = f.dir.path().join(format!("agent/pods/default_web_{uid}/app/0.log"));
     poll("the container logs", Duration::from_secs(10), || async {

@@ -279,6 +279,17 @@ impl PodWorkers {
                         .pod_sandbox_id
                 }
             };
+        let pod_ip = runtime
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: sandbox.clone(),
+                verbose: false,
+            })
+            .await?
+            .into_inner()
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .unwrap_or_default();
         let existing = runtime
             .list_containers(cri::ListContainersRequest {
                 filter: Some(cri::ContainerFilter {
@@ -401,7 +412,9 @@ impl PodWorkers {
                 .status;
             statuses.push(self.container_status(c, started.as_ref(), attempts.len() as i32, None));
         }
-        Ok(self.pod_status(pod, statuses))
+        let mut status = self.pod_status(pod, statuses);
+        status.pod_ip = pod_ip;
+        Ok(status)
     }
 
     fn container_status(

@@ -9,6 +9,7 @@
 //! Everything is mirrored on disk ([`state`]) so a restarted service finds
 //! its sandboxes and containers again.
 
+mod cni;
 mod container;
 mod error;
 mod runtime;
@@ -17,6 +18,7 @@ mod server;
 mod spec;
 mod state;
 
+pub use cni::CniNetwork;
 pub use error::CriError;
 pub use runtime::RuntimeConfig;
 pub use server::{serve, CriServer};

@@ -43,6 +43,8 @@ pub struct RuntimeConfig {
     /// The cgroup (relative to the hierarchy root) all pods go under, e.g.
     /// `/berth`; a pod's is `<parent>/<qos>/pod<id>`.
     pub cgroup_parent: PathBuf,
+    /// The pods' network; None leaves them with loopback only.
+    pub network: Option<super::CniNetwork>,
 }
 
 struct Sandbox {
@@ -82,6 +84,7 @@ pub struct Runtime {
     root: PathBuf,
     images: ImageStore,
     cgroup_parent: PathBuf,
+    network: Option<super::CniNetwork>,
     objects: Mutex<Objects>,
     watchers: Mutex<JoinSet<()>>,
     stop: CancellationToken,
@@ -117,6 +120,7 @@ impl Runtime {
             root: config.root.clone(),
             images: config.images.clone(),
             cgroup_parent: config.cgroup_parent.clone(),
+            network: config.network.clone(),
             objects: Mutex::new(Objects::default()),
             watchers: Mutex::new(JoinSet::new()),
             stop: CancellationToken::new(),
@@ -276,19 +280,33 @@ impl Runtime {
             return Err(e);
         }
         let hostname = config.hostname.clone();
-        let (d, cg) = (dir.clone(), cgroup.clone());
+        let (d, cg, network, sid) = (dir.clone(), cgroup.clone(), self.network.clone(), id.clone());
         let started = blocking(move || {
             let holder = sandbox::start_holder(&d, &hostname)?;
-            if let Err(e) = sandbox::create_cgroups(&cg, limits, holder) {
+            let undo = |holder| {
                 sandbox::stop_holder(holder);
                 sandbox::unmount_namespaces(&d);
                 let _ = sandbox::remove_cgroups(&cg);
+            };
+            if let Err(e) = sandbox::create_cgroups(&cg, limits, holder) {
+                undo(holder);
                 return Err(e);
             }
-            Ok(holder)
+            let ip = match &network {
+                Some(net) => match net.add(&sid, &d.join("ns/net")) {
+                    Ok(ip) => ip,
+                    Err(e) => {
+                        net.del(&sid, &d.join("ns/net"));
+                        undo(holder);
+                        return Err(e);
+                    }
+                },
+                None => None,
+            };
+            Ok((holder, ip))
         })
         .await;
-        let holder = match started {
+        let (holder, ip) = match started {
             Ok(h) => h,
             Err(e) => {
                 let _ = fs::remove_dir_all(&dir);
@@ -302,6 +320,7 @@ impl Runtime {
             holder_pid: holder.pid,
             holder_start: holder.start,
             cgroup,
+            ip,
         };
         if let Err(e) = state::save_json(&dir.join("sandbox.json"), &record) {
             let d = dir.clone();
@@ -340,7 +359,13 @@ impl Runtime {
             self.stop_container(&c.id, 0).await?;
         }
         let holder = self.holder(&record);
+        // The network goes first, while its namespace still stands.
+        let network = self.network.clone().filter(|_| record.phase != SandboxPhase::NotReady);
+        let (sid, netns) = (id.to_string(), self.sandbox_dir(id).join("ns/net"));
         blocking(move || {
+            if let Some(net) = network {
+                net.del(&sid, &netns);
+            }
             sandbox::stop_holder(holder);
             Ok(())
         })
@@ -409,7 +434,10 @@ impl Runtime {
             metadata: s.config.metadata.clone(),
             state: self.sandbox_state(s) as i32,
             created_at: s.record.created_at,
-            network: Some(cri::PodSandboxNetworkStatus::default()),
+            network: Some(cri::PodSandboxNetworkStatus {
+                ip: s.record.ip.clone().unwrap_or_default(),
+                ..Default::default()
+            }),
             linux: Some(cri::LinuxPodSandboxStatus {
                 namespaces: Some(cri::Namespace { options: ns }),
             }),

@@ -43,6 +43,9 @@ pub struct SandboxRecord {
     pub holder_start: u64,
     /// The pod's cgroup, relative to the cgroup hierarchy root.
     pub cgroup: PathBuf,
+    /// The pod's address from its CNI network, when it has one.
+    #[serde(default)]
+    pub ip: Option<String>,
 }
 
 /// A container's lifecycle as CRI sees it.
@@ -186,6 +189,7 @@ mod tests {
             holder_pid: 42,
             holder_start: 7,
             cgroup: "/berth/pod".into(),
+            ip: Some("10.88.0.2".into()),
         };
         save_json(&path, &record).unwrap();
         let back: SandboxRecord = load_json(&path).unwrap();
