@@ -359,22 +359,24 @@ impl PodWorkers {
                 statuses.push(self.container_status(c, latest.as_ref(), restarts, None));
                 continue;
             }
-            let image = Some(cri::ImageSpec { image: c.image.clone(), ..Default::default() });
+            // The container is made from the image's id, as Kubernetes'
+            // kubelet does: a name may point elsewhere by the time of use.
+            let wanted = Some(cri::ImageSpec { image: c.image.clone(), ..Default::default() });
             let mut images = self.cri.images.clone();
             let present = images
-                .image_status(cri::ImageStatusRequest { image: image.clone(), verbose: false })
+                .image_status(cri::ImageStatusRequest { image: wanted.clone(), verbose: false })
                 .await?
                 .into_inner()
                 .image
-                .is_some();
-            if !present || c.image_pull_policy == "Always" {
-                images
-                    .pull_image(cri::PullImageRequest {
-                        image: image.clone(),
-                        ..Default::default()
-                    })
-                    .await?;
-            }
+                .map(|i| i.id);
+            let image_ref = match present {
+                Some(id) if c.image_pull_policy != "Always" => id,
+                _ => {
+                    let request = cri::PullImageRequest { image: wanted, ..Default::default() };
+                    images.pull_image(request).await?.into_inner().image_ref
+                }
+            };
+            let image = Some(cri::ImageSpec { image: image_ref, ..Default::default() });
             let attempt = attempts.len() as u32;
             let mut container_labels = labels.clone();
             container_labels.insert(CONTAINER.into(), c.name.clone());

@@ -11,6 +11,7 @@
 //! content store, unpacking, rootfs mounts and GC.
 
 mod auth;
+mod build;
 mod content;
 mod digest;
 mod error;
@@ -26,6 +27,7 @@ mod transport;
 mod unpack;
 
 pub use auth::Credentials;
+pub use build::busybox_layout;
 pub use digest::{Algorithm, Digest};
 pub use error::ImageError;
 pub use gc::GcReport;
