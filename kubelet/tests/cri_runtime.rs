@@ -1241,6 +1241,14 @@ async fn the_node_agent_runs_a_bound_pod_and_stops_it_when_deleted() {
                 name: "app".into(),
                 image: format!("{}/test/busybox:agent", registry.addr),
                 command: vec!["sh".into(), "-c".into(), "echo started; exec sleep 1000".into()],
+                resources: Some(berth_proto::core_v1::ResourceRequirements {
+                    limits: [
+                        ("cpu".to_string(), berth_proto::Quantity::parse("500m").unwrap()),
+                        ("memory".to_string(), berth_proto::Quantity::parse("64Mi").unwrap()),
+                    ]
+                    .into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }],
             ..Default::default()
@@ -1256,6 +1264,10 @@ async fn the_node_agent_runs_a_bound_pod_and_stops_it_when_deleted() {
     .await;
     assert_eq!(running.container_statuses[0].restart_count, 0);
     assert!(running.pod_ip.starts_with("10.213.7."), "pod IP {:?}", running.pod_ip);
+    assert_eq!(running.qos_class, "Guaranteed");
+    // Its limits reached its cgroup: the pod runs under the guaranteed level.
+    let cgroups = cgroup_dirs(&f.cgroup_parent);
+    assert!(cgroups.iter().any(|d| d.to_string_lossy().contains("/guaranteed/pod")), "{cgroups:?}");
     assert!(running.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True"));
     let log = f.dir.path().join(format!("agent/pods/default_web_{uid}/app/0.log"));
     poll("the container logs", Duration::from_secs(10), || async {

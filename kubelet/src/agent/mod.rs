@@ -6,6 +6,7 @@
 mod lease;
 mod node;
 mod pods;
+mod resources;
 
 use berth_client::Client;
 use std::time::Duration;

@@ -253,6 +253,10 @@ impl PodWorkers {
                 .display()
                 .to_string(),
             labels: labels.clone(),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: super::resources::qos_class(pod).to_lowercase(),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let sandboxes = runtime
@@ -393,6 +397,10 @@ impl PodWorkers {
                     .collect(),
                 labels: container_labels,
                 log_path: format!("{}/{attempt}.log", c.name),
+                linux: Some(cri::LinuxContainerConfig {
+                    resources: Some(super::resources::container(c)),
+                    ..Default::default()
+                }),
                 ..Default::default()
             };
             let id = runtime
@@ -539,7 +547,7 @@ impl PodWorkers {
             host_ip: self.node_ip.clone(),
             start_time: previous.start_time.or(Some(now)),
             container_statuses: containers,
-            qos_class: previous.qos_class.clone(),
+            qos_class: super::resources::qos_class(pod).into(),
             ..Default::default()
         }
     }
