@@ -103,6 +103,7 @@ fn serve(args: &AgentArgs) -> Result<()> {
     runtime.block_on(async {
         let client = berth_client::Client::new(peers)?;
         let stop = tokio_util::sync::CancellationToken::new();
+        let runtime_stop = tokio_util::sync::CancellationToken::new();
         let http =
             endpoints::serve(args.http, tokio::sync::watch::channel(None).1, stop.clone()).await?;
         // berth's own runtime service, unless another was named.
@@ -137,7 +138,9 @@ fn serve(args: &AgentArgs) -> Result<()> {
                 .await
                 .context("start the CRI runtime service")?;
                 config.cri_socket = Some(socket);
-                let stop = stop.clone();
+                // The runtime outlives the agent, which may still stop its
+                // pods through it on the way out.
+                let stop = runtime_stop.clone();
                 Some(tokio::spawn(async move { server.serve(stop).await }))
             }
         };
@@ -147,6 +150,7 @@ fn serve(args: &AgentArgs) -> Result<()> {
             agent::run(&client, &config, stop.clone())
         );
         stop.cancel();
+        runtime_stop.cancel();
         if let Some(cri) = cri {
             let _ = cri.await;
         }

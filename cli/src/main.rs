@@ -3,6 +3,7 @@
 
 mod agent;
 mod controller_manager;
+mod demo;
 mod endpoints;
 mod manifests;
 mod scheduler;

@@ -33,7 +33,9 @@ pub struct UpArgs {
     /// Registries (host:port) the nodes pull from over plain HTTP
     #[arg(long, value_delimiter = ',')]
     insecure_registry: Vec<String>,
-    /// Also run a sample workload (needs a reachable image; not built yet)
+    /// Also run a sample Deployment (three busybox web servers), answer a
+    /// request from one, then kill the Raft leader and show the cluster
+    /// electing another while the Deployment stays up (needs root)
     #[arg(long)]
     demo: bool,
 }
@@ -118,6 +120,8 @@ fn kubeconfig(layout: &Layout) -> String {
 /// stopped (SIGTERM, then SIGKILL).
 struct Processes {
     children: Vec<(String, Child)>,
+    /// How each was started, to start it again.
+    commands: std::collections::HashMap<String, Vec<String>>,
 }
 
 impl Processes {
@@ -134,7 +138,27 @@ impl Processes {
             .spawn()
             .with_context(|| format!("start {name}"))?;
         self.children.push((name.to_string(), child));
+        self.commands.insert(name.to_string(), args.to_vec());
         Ok(())
+    }
+
+    /// Kills one process at once (SIGKILL), as a crash would.
+    fn kill(&mut self, name: &str) {
+        if let Some(i) = self.children.iter().position(|(n, _)| n == name) {
+            let (_, mut child) = self.children.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed process again, as it was started.
+    fn restart(&mut self, dir: &Path, name: &str) -> Result<()> {
+        let args = self
+            .commands
+            .get(name)
+            .cloned()
+            .with_context(|| format!("{name} was never started"))?;
+        self.spawn(dir, name, &args)
     }
 
     /// The first process that exited, with how.
@@ -148,10 +172,19 @@ impl Processes {
     /// Stops the control loops first, while the peers can still take their
     /// last writes (giving up their leases), then the peers.
     fn stop(&mut self) {
-        let (peers, loops): (Vec<_>, Vec<_>) = std::mem::take(&mut self.children)
-            .into_iter()
-            .partition(|(name, _)| name.starts_with("peer-"));
-        for (group, grace) in [(loops, Duration::from_secs(5)), (peers, Duration::from_secs(10))] {
+        // Control loops first, then the nodes (which stop their pods), then
+        // the peers everything talks to.
+        let children = std::mem::take(&mut self.children);
+        let (peers, rest): (Vec<_>, Vec<_>) =
+            children.into_iter().partition(|(name, _)| name.starts_with("peer-"));
+        let (nodes, loops): (Vec<_>, Vec<_>) =
+            rest.into_iter().partition(|(name, _)| name.starts_with("node-"));
+        let groups = [
+            (loops, Duration::from_secs(5)),
+            (nodes, Duration::from_secs(30)),
+            (peers, Duration::from_secs(10)),
+        ];
+        for (group, grace) in groups {
             for (_, child) in &group {
                 let pid = nix::unistd::Pid::from_raw(child.id() as i32);
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -183,9 +216,6 @@ fn default_dir() -> Result<PathBuf> {
 }
 
 fn up(args: &UpArgs) -> Result<()> {
-    if args.demo {
-        bail!("--demo needs a sample image the nodes can pull, which this build does not ship yet; run `berth up` and apply workloads with kubectl");
-    }
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => default_dir()?,
@@ -236,7 +266,7 @@ fn up(args: &UpArgs) -> Result<()> {
     let servers: Vec<String> = layout.peers.iter().map(|p| p.grpc.clone()).collect();
     let members: Vec<String> =
         servers.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
-    let mut processes = Processes { children: Vec::new() };
+    let mut processes = Processes { children: Vec::new(), commands: Default::default() };
     for (i, p) in layout.peers.iter().enumerate() {
         let id = (i + 1).to_string();
         let data = dir.join(format!("peer-{id}"));
@@ -332,6 +362,12 @@ fn up(args: &UpArgs) -> Result<()> {
         // The processes outlive this command; --down stops them.
         processes.children.clear();
         return Ok(());
+    }
+    if args.demo {
+        if nodes == 0 {
+            bail!("--demo runs pods, and node agents need root: run berth up --demo as root");
+        }
+        runtime.block_on(demo(&layout, &dir, &mut processes))?;
     }
     println!("Ctrl-C stops the cluster; `berth up` on the same --dir brings it back.");
     runtime.block_on(watch(&layout, &mut processes, &mut signals))?;
@@ -453,4 +489,44 @@ async fn watch(layout: &Layout, processes: &mut Processes, signals: &mut Signals
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
+}
+
+/// The demo: a Deployment answering, then the Raft leader killed and back.
+async fn demo(layout: &Layout, dir: &Path, processes: &mut Processes) -> Result<()> {
+    let client = berth_client::Client::new(layout.peers.iter().map(|p| p.grpc.clone()))?;
+    crate::demo::run(&client, dir).await?;
+    let leader = leader_of(layout).await.context("no Raft leader")?;
+    let term = leader.1;
+    let name = format!("peer-{}", leader.0);
+    processes.kill(&name);
+    println!("demo: killed {name}, the Raft leader (term {term})");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let elected = loop {
+        if let Some((id, new_term)) = leader_of(layout).await {
+            if format!("peer-{id}") != name {
+                break (id, new_term);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no new leader within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("demo: peer-{} leads now (term {})", elected.0, elected.1);
+    crate::demo::still_available(&client).await?;
+    processes.restart(dir, &name)?;
+    println!("demo: {name} restarted; it rejoins as a follower");
+    Ok(())
+}
+
+/// The leader's peer number and term, as a live peer reports them.
+async fn leader_of(layout: &Layout) -> Option<(u64, u64)> {
+    for p in &layout.peers {
+        if let Some((leader, term)) = peer_status(&p.grpc).await {
+            if leader > 0 {
+                return Some((leader, term));
+            }
+        }
+    }
+    None
 }

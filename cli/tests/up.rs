@@ -10,14 +10,25 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The tests here share node-1's bridge, subnet and cgroup parent: one
+/// cluster at a time.
+static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A running `berth up`, interrupted (and so stopped) when dropped.
 struct Up(Child);
 
 impl Up {
     fn start(dir: &std::path::Path) -> Up {
+        Up::start_with(dir, &[], "control plane is up").0
+    }
+
+    /// Starts with `extra` flags and returns once a line containing `until`
+    /// was printed, with every line printed so far.
+    fn start_with(dir: &std::path::Path, extra: &[&str], until: &str) -> (Up, Vec<String>) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["up", "--dir"])
             .arg(dir)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -25,11 +36,21 @@ impl Up {
         // Ready once it says so.
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let ready = lines.by_ref().map_while(Result::ok).any(|l| l.contains("control plane is up"));
-        assert!(ready, "berth up never reported the cluster up");
+        let mut seen = Vec::new();
+        for line in lines.by_ref().map_while(Result::ok) {
+            let done = line.contains(until);
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        assert!(
+            seen.last().is_some_and(|l| l.contains(until)),
+            "berth up never printed {until:?}: {seen:#?}"
+        );
         // Keep draining its status lines so it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-        Up(child)
+        (Up(child), seen)
     }
 
     /// Ctrl-C, and the whole cluster stops.
@@ -68,6 +89,7 @@ fn peers(dir: &std::path::Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn berth_up_starts_stops_and_restarts_the_same_cluster() {
+    let _one = ONE_CLUSTER.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let up = Up::start(dir.path());
     let addresses = peers(dir.path());
@@ -126,4 +148,60 @@ async fn berth_up_starts_stops_and_restarts_the_same_cluster() {
     let kept = Api::<Namespace>::all(&client).get("kept").await;
     assert!(kept.is_ok(), "the namespace created before the restart is gone: {kept:?}");
     tokio::task::spawn_blocking(move || up.interrupt()).await.unwrap();
+}
+
+/// Removes what node-1 of a local cluster leaves on the host: its bridge and
+/// its (empty) cgroup parents.
+struct NodeLeftovers;
+
+impl Drop for NodeLeftovers {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", "berth1"]).status();
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                for dir in [
+                    "berth/node-1/besteffort",
+                    "berth/node-1/burstable",
+                    "berth/node-1/guaranteed",
+                    "berth/node-1",
+                    "berth",
+                ] {
+                    let _ = std::fs::remove_dir(h.path().join(dir));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_demo_serves_a_request_and_survives_losing_the_raft_leader() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIPPED: the demo runs pods, which needs root");
+        return;
+    }
+    for (path, package) in
+        [("/usr/lib/cni/bridge", "containernetworking-plugins"), ("/bin/busybox", "busybox-static")]
+    {
+        if !std::path::Path::new(path).exists() {
+            println!("SKIPPED: needs {path} (Debian package {package})");
+            return;
+        }
+    }
+    let _one = ONE_CLUSTER.blocking_lock();
+    let _leftovers = NodeLeftovers;
+    let dir = tempfile::tempdir().unwrap();
+    let (up, lines) = Up::start_with(dir.path(), &["--demo"], "rejoins as a follower");
+    let text = lines.join("\n");
+    assert!(text.contains("3/3 replicas available"), "{text}");
+    assert!(text.contains(":8080/ -> hello from demo-"), "{text}");
+    assert!(text.contains("the Raft leader"), "{text}");
+    assert!(text.contains("leads now"), "{text}");
+    assert!(text.contains("the Deployment stayed available"), "{text}");
+    up.interrupt();
+    // Stopping the node stopped its pods: no sandbox mounts are left.
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts.contains(dir.path().to_str().unwrap()),
+        "mounts left under the cluster's directory"
+    );
 }

@@ -161,16 +161,20 @@ impl PodWorkers {
         self.report(&pod, status).await
     }
 
-    /// Stops and removes every pod sandbox this agent started.
+    /// Stops and removes every pod sandbox this agent started, all at
+    /// once and with a short grace period: the whole node is going away.
     pub(super) async fn stop_all(&self) {
         let mut runtime = self.cri.runtime.clone();
         let listed = runtime.list_pod_sandbox(cri::ListPodSandboxRequest::default()).await;
         let Ok(listed) = listed else { return };
-        for uid in listed.into_inner().items.iter().filter_map(|s| s.labels.get(UID)) {
-            if let Err(e) = self.teardown(uid, 10).await {
+        let uids: Vec<String> =
+            listed.into_inner().items.iter().filter_map(|s| s.labels.get(UID).cloned()).collect();
+        let stops = uids.iter().map(|uid| async move {
+            if let Err(e) = self.teardown(uid, 1).await {
                 tracing::warn!(pod = %uid, error = %e, "could not stop a pod on exit");
             }
-        }
+        });
+        futures::future::join_all(stops).await;
     }
 
     fn pods_client(&self) -> &Client {
