@@ -1237,6 +1237,12 @@ async fn the_node_agent_runs_a_bound_pod_and_stops_it_when_deleted() {
         spec: Some(PodSpec {
             node_name: "node-e2e".into(),
             termination_grace_period_seconds: Some(2),
+            init_containers: vec![Container {
+                name: "init".into(),
+                image: format!("{}/test/busybox:agent", registry.addr),
+                command: vec!["sh".into(), "-c".into(), "echo init-ran".into()],
+                ..Default::default()
+            }],
             containers: vec![Container {
                 name: "app".into(),
                 image: format!("{}/test/busybox:agent", registry.addr),
@@ -1264,10 +1270,16 @@ async fn the_node_agent_runs_a_bound_pod_and_stops_it_when_deleted() {
     .await;
     assert_eq!(running.container_statuses[0].restart_count, 0);
     assert!(running.pod_ip.starts_with("10.213.7."), "pod IP {:?}", running.pod_ip);
-    assert_eq!(running.qos_class, "Guaranteed");
+    assert_eq!(running.qos_class, "Burstable");
+    // The init container ran to completion before the container started.
+    let init = running.init_container_statuses[0].state.clone().unwrap().terminated.unwrap();
+    assert_eq!(init.exit_code, 0);
+    assert!(running.conditions.iter().any(|c| c.r#type == "Initialized" && c.status == "True"));
+    let init_log = f.dir.path().join(format!("agent/pods/default_web_{uid}/init/0.log"));
+    assert!(log_lines(&init_log).contains(&"init-ran".to_string()));
     // Its limits reached its cgroup: the pod runs under the guaranteed level.
     let cgroups = cgroup_dirs(&f.cgroup_parent);
-    assert!(cgroups.iter().any(|d| d.to_string_lossy().contains("/guaranteed/pod")), "{cgroups:?}");
+    assert!(cgroups.iter().any(|d| d.to_string_lossy().contains("/burstable/pod")), "{cgroups:?}");
     assert!(running.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True"));
     let log = f.dir.path().join(format!("agent/pods/default_web_{uid}/app/0.log"));
     poll("the container logs", Duration::from_secs(10), || async {

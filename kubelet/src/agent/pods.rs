@@ -308,127 +308,168 @@ impl PodWorkers {
             .await?
             .into_inner()
             .containers;
-        let mut statuses = Vec::new();
-        for c in &spec.containers {
-            let mut attempts: Vec<&cri::Container> =
-                existing.iter().filter(|x| x.labels.get(CONTAINER) == Some(&c.name)).collect();
-            attempts.sort_by_key(|x| x.created_at);
-            let restarts = attempts.len().saturating_sub(1) as i32;
-            let latest = match attempts.last() {
-                Some(l) => Some(
-                    runtime
-                        .container_status(cri::ContainerStatusRequest {
-                            container_id: l.id.clone(),
-                            verbose: false,
-                        })
-                        .await?
-                        .into_inner()
-                        .status
-                        .unwrap_or_default(),
-                ),
-                None => None,
-            };
-            let restart = match &latest {
-                None => true,
-                Some(s) if s.state() == cri::ContainerState::ContainerExited => {
-                    let wanted = match spec.restart_policy.as_str() {
-                        "Never" => false,
-                        "OnFailure" => s.exit_code != 0,
-                        _ => true,
-                    };
-                    // Back-off since the last exit, doubling per restart.
-                    let wait = BACKOFF_START
-                        .saturating_mul(1 << restarts.clamp(0, 5) as u32)
-                        .min(BACKOFF_MAX);
-                    let finished = Duration::from_nanos(s.finished_at.max(0) as u64);
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default();
-                    if wanted && now < finished + wait {
-                        statuses.push(self.container_status(
-                            c,
-                            latest.as_ref(),
-                            restarts,
-                            Some("CrashLoopBackOff"),
-                        ));
-                        continue;
-                    }
-                    wanted
-                }
-                Some(s) if s.state() == cri::ContainerState::ContainerCreated => {
-                    runtime
-                        .start_container(cri::StartContainerRequest { container_id: s.id.clone() })
-                        .await?;
-                    false
-                }
-                Some(_) => false,
-            };
-            if !restart {
-                statuses.push(self.container_status(c, latest.as_ref(), restarts, None));
+        // Init containers run one after another, each to a successful exit;
+        // the pod's containers start only once all of them have.
+        let init_policy = if spec.restart_policy == "Never" { "Never" } else { "OnFailure" };
+        let mut init_statuses = Vec::new();
+        let mut initialized = true;
+        let mut init_failed = false;
+        for c in &spec.init_containers {
+            if !initialized {
+                init_statuses.push(self.container_status(c, None, 0, Some("PodInitializing")));
                 continue;
             }
-            // The container is made from the image's id, as Kubernetes'
-            // kubelet does: a name may point elsewhere by the time of use.
-            let wanted = Some(cri::ImageSpec { image: c.image.clone(), ..Default::default() });
-            let mut images = self.cri.images.clone();
-            let present = images
-                .image_status(cri::ImageStatusRequest { image: wanted.clone(), verbose: false })
-                .await?
-                .into_inner()
-                .image
-                .map(|i| i.id);
-            let image_ref = match present {
-                Some(id) if c.image_pull_policy != "Always" => id,
-                _ => {
-                    let request = cri::PullImageRequest { image: wanted, ..Default::default() };
-                    images.pull_image(request).await?.into_inner().image_ref
-                }
-            };
-            let image = Some(cri::ImageSpec { image: image_ref, ..Default::default() });
-            let attempt = attempts.len() as u32;
-            let mut container_labels = labels.clone();
-            container_labels.insert(CONTAINER.into(), c.name.clone());
-            let config = cri::ContainerConfig {
-                metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt }),
-                image,
-                command: c.command.clone(),
-                args: c.args.clone(),
-                working_dir: c.working_dir.clone(),
-                envs: c
-                    .env
-                    .iter()
-                    .map(|e| cri::KeyValue { key: e.name.clone(), value: e.value.clone() })
-                    .collect(),
-                labels: container_labels,
-                log_path: format!("{}/{attempt}.log", c.name),
-                linux: Some(cri::LinuxContainerConfig {
-                    resources: Some(super::resources::container(c)),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            let id = runtime
-                .create_container(cri::CreateContainerRequest {
-                    pod_sandbox_id: sandbox.clone(),
-                    config: Some(config),
-                    sandbox_config: Some(sandbox_config.clone()),
-                })
-                .await?
-                .into_inner()
-                .container_id;
-            runtime
-                .start_container(cri::StartContainerRequest { container_id: id.clone() })
-                .await?;
-            let started = runtime
-                .container_status(cri::ContainerStatusRequest { container_id: id, verbose: false })
-                .await?
-                .into_inner()
-                .status;
-            statuses.push(self.container_status(c, started.as_ref(), attempts.len() as i32, None));
+            let status =
+                self.ensure(c, &existing, init_policy, &sandbox, &sandbox_config, &labels).await?;
+            let exit =
+                status.state.as_ref().and_then(|s| s.terminated.as_ref()).map(|t| t.exit_code);
+            if exit != Some(0) {
+                initialized = false;
+                init_failed = exit.is_some() && init_policy == "Never";
+            }
+            init_statuses.push(status);
         }
-        let mut status = self.pod_status(pod, statuses);
+        let mut statuses = Vec::new();
+        for c in &spec.containers {
+            statuses.push(if initialized {
+                self.ensure(c, &existing, &spec.restart_policy, &sandbox, &sandbox_config, &labels)
+                    .await?
+            } else {
+                self.container_status(c, None, 0, Some("PodInitializing"))
+            });
+        }
+        let mut status = self.pod_status(pod, statuses, initialized);
+        if init_failed {
+            status.phase = "Failed".into();
+        }
+        status.init_container_statuses = init_statuses;
         status.pod_ip = pod_ip;
         Ok(status)
+    }
+
+    /// Brings one container in line with its spec: created and started if
+    /// it never was, restarted after an exit as `restart_policy` says (with
+    /// back-off), left alone otherwise; returns its status.
+    async fn ensure(
+        &self,
+        c: &berth_proto::core_v1::Container,
+        existing: &[cri::Container],
+        restart_policy: &str,
+        sandbox: &str,
+        sandbox_config: &cri::PodSandboxConfig,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<ContainerStatus, SyncError> {
+        let mut runtime = self.cri.runtime.clone();
+        let mut attempts: Vec<&cri::Container> =
+            existing.iter().filter(|x| x.labels.get(CONTAINER) == Some(&c.name)).collect();
+        attempts.sort_by_key(|x| x.created_at);
+        let restarts = attempts.len().saturating_sub(1) as i32;
+        let latest = match attempts.last() {
+            Some(l) => Some(
+                runtime
+                    .container_status(cri::ContainerStatusRequest {
+                        container_id: l.id.clone(),
+                        verbose: false,
+                    })
+                    .await?
+                    .into_inner()
+                    .status
+                    .unwrap_or_default(),
+            ),
+            None => None,
+        };
+        let restart = match &latest {
+            None => true,
+            Some(s) if s.state() == cri::ContainerState::ContainerExited => {
+                let wanted = match restart_policy {
+                    "Never" => false,
+                    "OnFailure" => s.exit_code != 0,
+                    _ => true,
+                };
+                // Back-off since the last exit, doubling per restart.
+                let wait =
+                    BACKOFF_START.saturating_mul(1 << restarts.clamp(0, 5) as u32).min(BACKOFF_MAX);
+                let finished = Duration::from_nanos(s.finished_at.max(0) as u64);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                if wanted && now < finished + wait {
+                    return Ok(self.container_status(
+                        c,
+                        latest.as_ref(),
+                        restarts,
+                        Some("CrashLoopBackOff"),
+                    ));
+                }
+                wanted
+            }
+            Some(s) if s.state() == cri::ContainerState::ContainerCreated => {
+                runtime
+                    .start_container(cri::StartContainerRequest { container_id: s.id.clone() })
+                    .await?;
+                false
+            }
+            Some(_) => false,
+        };
+        if !restart {
+            return Ok(self.container_status(c, latest.as_ref(), restarts, None));
+        }
+        // The container is made from the image's id, as Kubernetes'
+        // kubelet does: a name may point elsewhere by the time of use.
+        let wanted = Some(cri::ImageSpec { image: c.image.clone(), ..Default::default() });
+        let mut images = self.cri.images.clone();
+        let present = images
+            .image_status(cri::ImageStatusRequest { image: wanted.clone(), verbose: false })
+            .await?
+            .into_inner()
+            .image
+            .map(|i| i.id);
+        let image_ref = match present {
+            Some(id) if c.image_pull_policy != "Always" => id,
+            _ => {
+                let request = cri::PullImageRequest { image: wanted, ..Default::default() };
+                images.pull_image(request).await?.into_inner().image_ref
+            }
+        };
+        let image = Some(cri::ImageSpec { image: image_ref, ..Default::default() });
+        let attempt = attempts.len() as u32;
+        let mut container_labels = labels.clone();
+        container_labels.insert(CONTAINER.into(), c.name.clone());
+        let config = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt }),
+            image,
+            command: c.command.clone(),
+            args: c.args.clone(),
+            working_dir: c.working_dir.clone(),
+            envs: c
+                .env
+                .iter()
+                .map(|e| cri::KeyValue { key: e.name.clone(), value: e.value.clone() })
+                .collect(),
+            labels: container_labels,
+            log_path: format!("{}/{attempt}.log", c.name),
+            linux: Some(cri::LinuxContainerConfig {
+                resources: Some(super::resources::container(c)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let id = runtime
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox.to_string(),
+                config: Some(config),
+                sandbox_config: Some(sandbox_config.clone()),
+            })
+            .await?
+            .into_inner()
+            .container_id;
+        runtime.start_container(cri::StartContainerRequest { container_id: id.clone() }).await?;
+        let started = runtime
+            .container_status(cri::ContainerStatusRequest { container_id: id, verbose: false })
+            .await?
+            .into_inner()
+            .status;
+        Ok(self.container_status(c, started.as_ref(), attempts.len() as i32, None))
     }
 
     fn container_status(
@@ -498,7 +539,12 @@ impl PodWorkers {
         }
     }
 
-    fn pod_status(&self, pod: &Pod, containers: Vec<ContainerStatus>) -> PodStatus {
+    fn pod_status(
+        &self,
+        pod: &Pod,
+        containers: Vec<ContainerStatus>,
+        initialized: bool,
+    ) -> PodStatus {
         let policy = pod.spec.as_ref().map_or("Always", |s| s.restart_policy.as_str());
         let state = |c: &ContainerStatus| c.state.clone().unwrap_or_default();
         let all_running =
@@ -507,7 +553,9 @@ impl PodWorkers {
             !containers.is_empty() && containers.iter().all(|c| state(c).terminated.is_some());
         let all_ok =
             containers.iter().all(|c| state(c).terminated.is_some_and(|t| t.exit_code == 0));
-        let phase = if all_done && policy != "Always" {
+        let phase = if !initialized {
+            "Pending"
+        } else if all_done && policy != "Always" {
             if all_ok {
                 "Succeeded"
             } else if policy == "Never" {
@@ -542,7 +590,7 @@ impl PodWorkers {
         };
         let mut conditions: Vec<PodCondition> =
             previous.conditions.iter().filter(|c| c.r#type == "PodScheduled").cloned().collect();
-        conditions.push(condition("Initialized", true));
+        conditions.push(condition("Initialized", initialized));
         conditions.push(condition("ContainersReady", all_running));
         conditions.push(condition("Ready", all_running));
         PodStatus {

@@ -34,7 +34,9 @@ pub(super) fn container(c: &Container) -> cri::LinuxContainerResources {
 
 /// Guaranteed, Burstable or BestEffort.
 pub(super) fn qos_class(pod: &Pod) -> &'static str {
-    let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or(&[]);
+    // Init containers count as much as the others, as in Kubernetes.
+    let spec = pod.spec.clone().unwrap_or_default();
+    let containers: Vec<&Container> = spec.init_containers.iter().chain(&spec.containers).collect();
     let mut any = false;
     let mut guaranteed = !containers.is_empty();
     for c in containers {
