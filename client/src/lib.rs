@@ -7,12 +7,15 @@
 //!   the watch window is lost.
 //! - [`WorkQueue`]: a rate-limited queue of keys that collapses duplicates
 //!   and never hands one key to two workers at once.
+//! - [`EventRecorder`]: Events on the objects a component acted on,
+//!   written in the background without ever making the component wait.
 //! - [`LeaderElector`]: leader election on a Lease, yielding a
 //!   [`FenceToken`] the API server checks on every write of the leader.
 
 mod api;
 mod client;
 mod error;
+mod events;
 mod informer;
 mod leader;
 mod queue;
@@ -23,6 +26,7 @@ pub use api::{
 };
 pub use client::{Client, Config};
 pub use error::Error;
+pub use events::{EventRecorder, EventType, EventWriter};
 pub use informer::{key, Cache, Change, Index, Informer, InformerParams};
 pub use leader::{ElectionTiming, FenceToken, LeaderElector};
 pub use queue::{RateLimit, WorkQueue};

@@ -13,7 +13,6 @@
 mod claims;
 mod deployment;
 mod error;
-mod events;
 mod expectations;
 mod gc;
 mod informers;
@@ -24,9 +23,9 @@ mod pods;
 mod replicaset;
 mod runner;
 
+pub use berth_client::{EventRecorder, EventType, EventWriter};
 pub use deployment::ROLLBACK_TO;
 pub use error::Error;
-pub use events::{EventRecorder, EventType, EventWriter};
 pub use manager::{run, Config, ControllerManager, CONTROLLERS, LEASE_NAME, LEASE_NAMESPACE};
 pub use node_lifecycle::{NodeLifecycleConfig, UNREACHABLE_TAINT};
 pub use runner::{run_workers, Action, Reconciler};

@@ -4,11 +4,11 @@
 //! and expectations); when it is lost the term's tasks are stopped, and any
 //! write still in flight is refused by the API server.
 
-use crate::events::EventRecorder;
 use crate::informers::Informers;
 use crate::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 use crate::runner::{run_workers, Reconciler};
 use crate::{deployment, gc, namespace, node_lifecycle, replicaset};
+use berth_client::EventRecorder;
 use berth_client::{Client, ElectionTiming, FenceToken, LeaderElector, RateLimit, WorkQueue};
 use std::sync::Arc;
 use std::time::Duration;

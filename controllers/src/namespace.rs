@@ -7,11 +7,11 @@
 //! spec.finalizers). Objects left in a namespace that went without it —
 //! deleted while no controller-manager ran — are removed too.
 
-use crate::events::EventRecorder;
 use crate::gc::{edit_live, remove_finalizer};
 use crate::informers::{Caches, Informers};
 use crate::runner::{Action, Reconciler};
 use crate::Error;
+use berth_client::EventRecorder;
 use berth_client::{Api, ApiResource, Client, DeleteParams, ListParams, WorkQueue};
 use berth_proto::apps_v1::{Deployment, ReplicaSet};
 use berth_proto::coordination_v1::Lease;

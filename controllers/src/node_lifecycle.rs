@@ -8,10 +8,10 @@
 //! saw the Lease change, so the node's and the controller's clocks need not
 //! agree; a new leader gives every node a full grace period.
 
-use crate::events::EventRecorder;
 use crate::informers::{Caches, Informers, NODE_LEASE_NAMESPACE};
 use crate::runner::{Action, Reconciler};
 use crate::Error;
+use berth_client::EventRecorder;
 use berth_client::{Api, Change, Client, DeleteParams, Index, WorkQueue};
 use berth_proto::core_v1::{Node, NodeCondition, Pod, Taint, Toleration};
 use berth_proto::{Resource, Time};

@@ -7,12 +7,12 @@
 //! stale cache from making it create or delete the same replicas twice.
 
 use crate::claims;
-use crate::events::EventRecorder;
 use crate::expectations::Expectations;
 use crate::informers::{Caches, Informers};
 use crate::pods::{self, controller_of, deletion_order, is_active};
 use crate::runner::{Action, Reconciler};
 use crate::Error;
+use berth_client::EventRecorder;
 use berth_client::{key, Api, Change, Client, DeleteParams, Index, WorkQueue};
 use berth_proto::apps_v1::{ReplicaSet, ReplicaSetStatus};
 use berth_proto::core_v1::Pod;

@@ -1287,6 +1287,23 @@ async fn the_node_agent_runs_a_bound_pod_and_stops_it_when_deleted() {
     })
     .await;
 
+    // The node told what it did, in Events on the pod.
+    let events = Api::<berth_proto::core_v1::Event>::namespaced(&client, "default");
+    poll("the pod's events", Duration::from_secs(10), || async {
+        let listed = events.list(&Default::default()).await.ok()?;
+        let reasons: Vec<String> = listed
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.as_ref().is_some_and(|o| o.name == "web"))
+            .map(|e| e.reason)
+            .collect();
+        ["Pulled", "Created", "Started"]
+            .iter()
+            .all(|r| reasons.iter().any(|x| x == r))
+            .then_some(())
+    })
+    .await;
+
     // Deleted: stopped within its grace period, then gone from the API.
     pods.delete("web", &DeleteParams { grace_period_seconds: Some(1), ..Default::default() })
         .await

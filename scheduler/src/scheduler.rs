@@ -10,10 +10,10 @@ use crate::cache::SchedulerCache;
 use crate::framework::{BindOutcome, CycleState, FitError, Framework, PodInfo, QueuedPod};
 use crate::queue::{ClusterEvent, QueueTiming, SchedulingQueue};
 use berth_client::{
-    Api, Change, Client, ElectionTiming, FenceToken, Informer, InformerParams, LeaderElector,
+    Api, Change, Client, ElectionTiming, EventRecorder, FenceToken, Informer, InformerParams,
+    LeaderElector,
 };
-use berth_proto::core_v1::{Event, EventSource, Node, ObjectReference, Pod, PodCondition};
-use berth_proto::meta_v1::ObjectMeta;
+use berth_proto::core_v1::{Node, Pod, PodCondition};
 use berth_proto::Time;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -195,7 +195,13 @@ async fn schedule(client: Client, config: SchedulerConfig, term: CancellationTok
     let on_node = shared.clone();
     nodes.on_change(move |change| on_node.on_node(change));
     let (pods_synced, nodes_synced) = (pods.cache(), nodes.cache());
-    let informers = futures::future::join(pods.run(term.clone()), nodes.run(term.clone()));
+    // Events are written in the background, by a writer owned by this term.
+    let (events, writer) = EventRecorder::new(&client, &config.identity);
+    let informers = futures::future::join3(
+        pods.run(term.clone()),
+        nodes.run(term.clone()),
+        writer.run(term.clone()),
+    );
     let scheduling = async {
         tokio::select! {
             _ = term.cancelled() => return,
@@ -205,10 +211,10 @@ async fn schedule(client: Client, config: SchedulerConfig, term: CancellationTok
             framework,
             shared: shared.clone(),
             client: client.clone(),
-            config: config.clone(),
             binds: JoinSet::new(),
             slots: Arc::new(tokio::sync::Semaphore::new(config.max_binds_in_flight.max(1))),
             reported: Arc::new(Mutex::new(HashMap::new())),
+            events: events.for_component(DEFAULT_SCHEDULER_NAME),
             next_start: 0,
             random: getrandom::u64().unwrap_or(0x9E37_79B9_7F4A_7C15) | 1,
         };
@@ -230,13 +236,13 @@ struct Cycle {
     framework: Arc<Framework>,
     shared: Arc<Shared>,
     client: Client,
-    config: SchedulerConfig,
     /// Binds and failure reports in flight; owned here, ended with the term.
     binds: JoinSet<()>,
     slots: Arc<tokio::sync::Semaphore>,
     /// The last failure message reported per pod, so a pod retried for the
     /// same reason does not flood the API with identical Events.
     reported: Arc<Mutex<HashMap<String, String>>>,
+    events: EventRecorder,
     next_start: usize,
     random: u64,
 }
@@ -301,8 +307,7 @@ impl Cycle {
         let Ok(slot) = self.slots.clone().acquire_owned().await else { return };
         let (framework, shared, reported) =
             (self.framework.clone(), self.shared.clone(), self.reported.clone());
-        let report =
-            Reporter { client: self.client.clone(), scheduler: self.config.scheduler_name.clone() };
+        let report = Reporter { client: self.client.clone(), events: self.events.clone() };
         self.binds.spawn(async move {
             let _slot = slot;
             let mut outcome = BindOutcome::Skip;
@@ -361,10 +366,7 @@ impl Cycle {
             reported.insert(info.key.clone(), message.clone()).as_deref() != Some(message.as_str())
         };
         if fresh {
-            let report = Reporter {
-                client: self.client.clone(),
-                scheduler: self.config.scheduler_name.clone(),
-            };
+            let report = Reporter { client: self.client.clone(), events: self.events.clone() };
             self.binds.spawn(async move { report.failed(&info, &message).await });
         }
     }
@@ -374,46 +376,14 @@ impl Cycle {
 /// and the PodScheduled=False condition.
 struct Reporter {
     client: Client,
-    scheduler: String,
+    events: EventRecorder,
 }
 
 impl Reporter {
     async fn failed(&self, pod: &PodInfo, message: &str) {
         let meta = pod.pod.metadata.clone().unwrap_or_default();
         let now = Time::now();
-        let event = Event {
-            metadata: Some(ObjectMeta {
-                name: format!(
-                    "{}.{:x}",
-                    meta.name,
-                    now.unix_seconds() as u64 * 1_000_000_000 + u64::from(now.subsec_nanos())
-                ),
-                namespace: meta.namespace.clone(),
-                ..Default::default()
-            }),
-            involved_object: Some(ObjectReference {
-                kind: "Pod".into(),
-                namespace: meta.namespace.clone(),
-                name: meta.name.clone(),
-                uid: meta.uid.clone(),
-                api_version: "v1".into(),
-                resource_version: meta.resource_version.clone(),
-                ..Default::default()
-            }),
-            reason: "FailedScheduling".into(),
-            message: message.into(),
-            source: Some(EventSource { component: self.scheduler.clone(), ..Default::default() }),
-            first_timestamp: Some(now),
-            last_timestamp: Some(now),
-            count: 1,
-            r#type: "Warning".into(),
-            reporting_component: self.scheduler.clone(),
-            ..Default::default()
-        };
-        if let Err(e) = Api::<Event>::namespaced(&self.client, &meta.namespace).create(&event).await
-        {
-            tracing::debug!(pod = %pod.key, error = %e, "could not record the FailedScheduling event");
-        }
+        self.events.warning(pod.pod.as_ref(), "FailedScheduling", message.to_string());
         let pods = Api::<Pod>::namespaced(&self.client, &meta.namespace);
         let mut current = (*pod.pod).clone();
         let status = current.status.get_or_insert_with(Default::default);

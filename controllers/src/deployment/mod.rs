@@ -14,11 +14,11 @@ mod status;
 pub use revisions::{POD_TEMPLATE_HASH, REVISION, ROLLBACK_TO};
 
 use crate::claims::claim;
-use crate::events::EventRecorder;
 use crate::informers::{Caches, Informers};
 use crate::pods::{self, controller_of, controller_reference};
 use crate::runner::{Action, Reconciler};
 use crate::Error;
+use berth_client::EventRecorder;
 use berth_client::{key, Api, Change, Client, DeleteParams, Index, WorkQueue};
 use berth_proto::apps_v1::{Deployment, ReplicaSet, ReplicaSetSpec};
 use berth_proto::core_v1::Pod;

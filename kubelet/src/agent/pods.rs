@@ -7,7 +7,8 @@
 //! confirmed to the API — and reports the pod's status when it changed.
 
 use berth_client::{
-    Api, Cache, Change, Client, DeleteParams, Informer, InformerParams, RateLimit, WorkQueue,
+    Api, Cache, Change, Client, DeleteParams, EventRecorder, Informer, InformerParams, RateLimit,
+    WorkQueue,
 };
 use berth_proto::core_v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
@@ -43,6 +44,14 @@ enum SyncError {
     Api(#[from] berth_client::Error),
 }
 
+/// The pod's sandbox, as its containers are created in it.
+#[derive(Clone, Copy)]
+struct SandboxRef<'a> {
+    id: &'a str,
+    config: &'a cri::PodSandboxConfig,
+    labels: &'a BTreeMap<String, String>,
+}
+
 /// The CRI runtime, reached over its unix socket.
 #[derive(Clone)]
 struct Runtime {
@@ -57,6 +66,8 @@ pub(super) struct PodWorkers {
     cri: Runtime,
     cache: Cache<Pod>,
     queue: WorkQueue<String>,
+    /// Events on the pods: pulled, created, started, back-off, killing.
+    events: EventRecorder,
     /// Uids of the pods seen, so a pod gone from the API is torn down.
     known: Mutex<HashMap<String, String>>,
     /// Status last written per pod, to write only changes.
@@ -93,6 +104,7 @@ impl PodWorkers {
         informer.on_change(move |change: &Change<Pod>| {
             on_change.add(berth_client::key(change.object().as_ref()))
         });
+        let (events, writer) = EventRecorder::new(client, node);
         let workers = Arc::new(PodWorkers {
             node_ip: node_ip.into(),
             logs,
@@ -100,11 +112,14 @@ impl PodWorkers {
             cri,
             cache: informer.cache(),
             queue,
+            events: events.for_component("kubelet"),
             known: Default::default(),
             written: Default::default(),
         });
-        let informing = informer.run(stop.clone());
-        Ok((workers, informing))
+        let informing = futures::future::join(informer.run(stop.clone()), writer.run(stop.clone()));
+        Ok((workers, async move {
+            informing.await;
+        }))
     }
 
     /// Reconciles pods with `n` workers until `stop`.
@@ -146,6 +161,11 @@ impl PodWorkers {
             .insert(key.to_string(), meta.uid.clone());
         if meta.deletion_timestamp.is_some() {
             let grace = meta.deletion_grace_period_seconds.unwrap_or(30);
+            self.events.normal(
+                pod.as_ref(),
+                "Killing",
+                format!("Stopping the pod's containers (grace {grace} s)"),
+            );
             self.teardown(&meta.uid, grace).await?;
             // The node confirms: the API may now remove the pod.
             let pods = Api::<Pod>::namespaced(self.pods_client(), &meta.namespace);
@@ -308,6 +328,7 @@ impl PodWorkers {
             .await?
             .into_inner()
             .containers;
+        let here = SandboxRef { id: &sandbox, config: &sandbox_config, labels: &labels };
         // Init containers run one after another, each to a successful exit;
         // the pod's containers start only once all of them have.
         let init_policy = if spec.restart_policy == "Never" { "Never" } else { "OnFailure" };
@@ -319,8 +340,7 @@ impl PodWorkers {
                 init_statuses.push(self.container_status(c, None, 0, Some("PodInitializing")));
                 continue;
             }
-            let status =
-                self.ensure(c, &existing, init_policy, &sandbox, &sandbox_config, &labels).await?;
+            let status = self.ensure(pod, c, &existing, init_policy, &here).await?;
             let exit =
                 status.state.as_ref().and_then(|s| s.terminated.as_ref()).map(|t| t.exit_code);
             if exit != Some(0) {
@@ -332,8 +352,7 @@ impl PodWorkers {
         let mut statuses = Vec::new();
         for c in &spec.containers {
             statuses.push(if initialized {
-                self.ensure(c, &existing, &spec.restart_policy, &sandbox, &sandbox_config, &labels)
-                    .await?
+                self.ensure(pod, c, &existing, &spec.restart_policy, &here).await?
             } else {
                 self.container_status(c, None, 0, Some("PodInitializing"))
             });
@@ -352,13 +371,13 @@ impl PodWorkers {
     /// back-off), left alone otherwise; returns its status.
     async fn ensure(
         &self,
+        pod: &Pod,
         c: &berth_proto::core_v1::Container,
         existing: &[cri::Container],
         restart_policy: &str,
-        sandbox: &str,
-        sandbox_config: &cri::PodSandboxConfig,
-        labels: &BTreeMap<String, String>,
+        sandbox: &SandboxRef<'_>,
     ) -> Result<ContainerStatus, SyncError> {
+        let SandboxRef { id: sandbox, config: sandbox_config, labels } = *sandbox;
         let mut runtime = self.cri.runtime.clone();
         let mut attempts: Vec<&cri::Container> =
             existing.iter().filter(|x| x.labels.get(CONTAINER) == Some(&c.name)).collect();
@@ -394,6 +413,11 @@ impl PodWorkers {
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default();
                 if wanted && now < finished + wait {
+                    self.events.warning(
+                        pod,
+                        "BackOff",
+                        format!("Back-off restarting failed container {}", c.name),
+                    );
                     return Ok(self.container_status(
                         c,
                         latest.as_ref(),
@@ -427,8 +451,11 @@ impl PodWorkers {
         let image_ref = match present {
             Some(id) if c.image_pull_policy != "Always" => id,
             _ => {
+                self.events.normal(pod, "Pulling", format!("Pulling image {:?}", c.image));
                 let request = cri::PullImageRequest { image: wanted, ..Default::default() };
-                images.pull_image(request).await?.into_inner().image_ref
+                let pulled = images.pull_image(request).await?.into_inner().image_ref;
+                self.events.normal(pod, "Pulled", format!("Pulled image {:?}", c.image));
+                pulled
             }
         };
         let image = Some(cri::ImageSpec { image: image_ref, ..Default::default() });
@@ -463,7 +490,9 @@ impl PodWorkers {
             .await?
             .into_inner()
             .container_id;
+        self.events.normal(pod, "Created", format!("Created container {}", c.name));
         runtime.start_container(cri::StartContainerRequest { container_id: id.clone() }).await?;
+        self.events.normal(pod, "Started", format!("Started container {}", c.name));
         let started = runtime
             .container_status(cri::ContainerStatusRequest { container_id: id, verbose: false })
             .await?

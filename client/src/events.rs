@@ -4,7 +4,7 @@
 //! task owned by the leader's term writes them, counting repeats of the same
 //! event on one Event object as Kubernetes' recorder does.
 
-use berth_client::{Api, ApiResource, Client};
+use crate::{Api, ApiResource, Client};
 use berth_proto::core_v1::{Event, EventSource, ObjectReference};
 use berth_proto::meta_v1::ObjectMeta;
 use berth_proto::{MicroTime, Time};
@@ -94,7 +94,7 @@ impl EventRecorder {
 }
 
 /// A reference to `object` as an Event's involvedObject.
-pub fn reference<T: ApiResource>(object: &T) -> ObjectReference {
+fn reference<T: ApiResource>(object: &T) -> ObjectReference {
     let meta = object.metadata();
     ObjectReference {
         kind: T::KIND.to_string(),
