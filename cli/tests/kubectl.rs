@@ -4,6 +4,9 @@
 //! types, scale, watch, describe and delete; then the peer kubectl talks to
 //! is killed and the session goes on through another peer's context.
 
+mod common;
+
+use common::free_addr;
 use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -21,10 +24,6 @@ impl Drop for Servers {
             let _ = child.wait();
         }
     }
-}
-
-fn free_addr() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
 }
 
 impl Servers {

@@ -2,12 +2,14 @@
 //! replicas binds pods, serves /healthz and /metrics, and when it is killed
 //! (SIGKILL, no chance to give up its lease) the other takes over.
 
+mod common;
+
 use berth_client::{Api, Client};
 use berth_proto::coordination_v1::Lease;
 use berth_proto::core_v1::{Container, Node, NodeStatus, Pod, PodSpec};
 use berth_proto::meta_v1::ObjectMeta;
 use berth_proto::Quantity;
-use std::io::{Read, Write};
+use common::{free_addr, http_get};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,11 +35,6 @@ impl Processes {
     }
 }
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
 fn berth(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(args)
@@ -45,17 +42,6 @@ fn berth(args: &[&str]) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("berth starts")
-}
-
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response
-        .starts_with("HTTP/1.1 200")
-        .then(|| response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
 }
 
 fn pod(name: &str) -> Pod {
@@ -153,8 +139,14 @@ async fn two_scheduler_replicas_one_binds_and_the_other_takes_over_when_it_is_ki
     let lease = leases.get(berth_scheduler_lease()).await.unwrap();
     let leader = lease.spec.unwrap().holder_identity.unwrap();
     let leader_metrics = &metrics[if leader == "a" { 0 } else { 1 }];
-    assert_eq!(http_get(leader_metrics, "/healthz").as_deref(), Some("ok\n"));
-    let text = http_get(leader_metrics, "/metrics").expect("metrics are served");
+    assert_eq!(
+        http_get(leader_metrics, "/healthz").filter(|r| r.0 == 200).map(|r| r.1).as_deref(),
+        Some("ok\n")
+    );
+    let text = http_get(leader_metrics, "/metrics")
+        .filter(|r| r.0 == 200)
+        .map(|r| r.1)
+        .expect("metrics are served");
     assert!(
         text.contains("berth_scheduler_schedule_attempts_total{result=\"scheduled\"}"),
         "{text}"

@@ -1,8 +1,9 @@
 //! Three `berth server` processes on loopback: they form a cluster, report
 //! ready, serve the etcd API and metrics, and survive losing one peer.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod common;
+
+use common::{free_addr, http_get};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,14 +23,10 @@ impl Drop for Peers {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl Peers {
     fn start() -> Peers {
-        let grpc: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
-        let http: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let grpc: Vec<String> = (0..3).map(|_| free_addr()).collect();
+        let http: Vec<String> = (0..3).map(|_| free_addr()).collect();
         let mut peers =
             Peers { children: Vec::new(), grpc, http, dir: tempfile::tempdir().unwrap() };
         for i in 0..3 {
@@ -60,18 +57,6 @@ impl Peers {
             let _ = child.wait();
         }
     }
-}
-
-/// A plain HTTP/1.1 GET; returns (status, body).
-fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Some((status, body))
 }
 
 fn wait_ready(addr: &str) {
