@@ -20,6 +20,7 @@ const PROTOS: &[&str] = &[
     "etcd/mvccpb/kv.proto",
     "etcd/etcdserverpb/rpc.proto",
     "runtime/v1/api.proto",
+    "deviceplugin/v1beta1/api.proto",
 ];
 
 /// Packages whose messages are API objects with a JSON/YAML form. Wire
@@ -34,6 +35,7 @@ const EXTERN: &[(&str, &str)] = &[
     (".berth.meta.v1.MicroTime", "crate::time::MicroTime"),
     (".berth.meta.v1.Quantity", "crate::quantity::Quantity"),
     (".berth.meta.v1.IntOrString", "crate::int_or_string::IntOrString"),
+    (".berth.meta.v1.FieldsV1", "crate::fields_v1::FieldsV1"),
 ];
 
 /// Fields (or whole messages) that Kubernetes writes even when they hold

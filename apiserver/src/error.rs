@@ -12,6 +12,11 @@ pub enum ApiError {
     /// The object changed since the caller read it; re-read and retry.
     #[error("Operation cannot be fulfilled on {kind} {name:?}: {reason}")]
     Conflict { kind: String, name: String, reason: String },
+    /// A server-side apply would change fields other managers own; one
+    /// cause per field, naming it and its manager. Apply with force to take
+    /// them over.
+    #[error("Apply failed with {} conflict(s): {}", causes.len(), causes.iter().map(|c| format!("{}: {}", c.message, c.field)).collect::<Vec<_>>().join(", "))]
+    FieldConflicts { kind: String, name: String, causes: Vec<StatusCause> },
     /// One cause per bad field, each naming the field path.
     #[error("{kind} {name:?} is invalid: {}", causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join(", "))]
     Invalid { kind: String, name: String, causes: Vec<StatusCause> },
@@ -46,7 +51,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } => "NotFound",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
-            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Conflict { .. } | ApiError::FieldConflicts { .. } => "Conflict",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Expired { .. } => "Expired",
@@ -63,7 +68,9 @@ impl ApiError {
     pub fn http_code(&self) -> i32 {
         match self {
             ApiError::NotFound { .. } => 404,
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
+            ApiError::AlreadyExists { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::FieldConflicts { .. } => 409,
             ApiError::Invalid { .. } => 422,
             ApiError::BadRequest(_) => 400,
             ApiError::Expired { .. } => 410,
@@ -81,7 +88,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } => tonic::Code::NotFound,
             ApiError::AlreadyExists { .. } => tonic::Code::AlreadyExists,
-            ApiError::Conflict { .. } => tonic::Code::Aborted,
+            ApiError::Conflict { .. } | ApiError::FieldConflicts { .. } => tonic::Code::Aborted,
             ApiError::Invalid { .. } | ApiError::BadRequest(_) => tonic::Code::InvalidArgument,
             ApiError::Expired { .. } => tonic::Code::OutOfRange,
             ApiError::Unauthorized(_) => tonic::Code::Unauthenticated,
@@ -99,7 +106,8 @@ impl ApiError {
             ApiError::NotFound { kind, name }
             | ApiError::AlreadyExists { kind, name }
             | ApiError::Conflict { kind, name, .. } => (kind.clone(), name.clone(), Vec::new()),
-            ApiError::Invalid { kind, name, causes } => {
+            ApiError::Invalid { kind, name, causes }
+            | ApiError::FieldConflicts { kind, name, causes } => {
                 (kind.clone(), name.clone(), causes.clone())
             }
             _ => (String::new(), String::new(), Vec::new()),

@@ -38,6 +38,10 @@ pub struct PeerConfig {
     /// before it is answered DeadlineExceeded; a client's shorter
     /// grpc-timeout wins.
     pub request_timeout: Duration,
+    /// The cluster secret node agents hold: it authenticates this peer's
+    /// relays of logs and exec to them. Without it, logs and exec are
+    /// unavailable.
+    pub kubelet_secret: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +84,8 @@ pub async fn serve(config: PeerConfig, stop: CancellationToken) -> Result<(), Se
     let etcd = etcd_services(store.clone());
     let api = crate::api::Api::new(crate::Registry::new(store.clone()), stop.clone())
         .with_event_ttl(config.event_ttl)
-        .with_limits(config.max_requests_in_flight, config.max_watchers);
+        .with_limits(config.max_requests_in_flight, config.max_watchers)
+        .with_kubelet_secret(config.kubelet_secret.clone());
     let resources = crate::api::services(api.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     // Both versions of the reflection protocol: grpcurl asks v1, most

@@ -235,3 +235,35 @@ async fn history_is_compacted_after_the_retention_window() {
     compactor.await.unwrap();
     f.store.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_runs_check_preconditions_and_store_nothing() {
+    let f = fixture().await;
+    let dry = f.registry.dry_run();
+    let would = dry.create(pod("default", "a", &[], "")).await.unwrap();
+    assert!(would.metadata().resource_version.is_empty());
+    let err = f.registry.get::<Pod>("default", "a", "").await.unwrap_err();
+    assert!(matches!(err, ApiError::NotFound { .. }), "{err}");
+
+    let stored = f.registry.create(pod("default", "a", &[], "")).await.unwrap();
+    let err = dry.create(pod("default", "a", &[], "")).await.unwrap_err();
+    assert!(matches!(err, ApiError::AlreadyExists { .. }), "{err}");
+
+    let mut changed = stored.clone();
+    changed.metadata_mut().labels.insert("x".into(), "1".into());
+    let would = dry.update(changed.clone(), |_, _| Ok(())).await.unwrap();
+    assert_eq!(would.metadata().labels["x"], "1");
+    let now: Pod = f.registry.get("default", "a", "").await.unwrap();
+    assert_eq!(now, stored);
+    // Against a version that has moved on: the real write's Conflict.
+    let stored = f.registry.update(changed.clone(), |_, _| Ok(())).await.unwrap();
+    let err = dry.update(changed, |_, _| Ok(())).await.unwrap_err();
+    assert!(matches!(err, ApiError::Conflict { .. }), "{err}");
+
+    let removed: Pod = dry.remove("default", "a", None).await.unwrap();
+    assert_eq!(removed, stored);
+    let still: Pod = f.registry.get("default", "a", "").await.unwrap();
+    assert_eq!(still, stored);
+    // Nothing was written since the real update.
+    assert_eq!(f.store.revision().to_string(), stored.metadata().resource_version);
+}

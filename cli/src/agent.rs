@@ -61,6 +61,20 @@ pub struct AgentArgs {
     /// does); by default they keep running for the next agent to find
     #[arg(long)]
     stop_pods_on_exit: bool,
+    /// The kubelet root whose device-plugins/ folder holds the device
+    /// plugins' Registration socket (kubelet.sock) and the allocation
+    /// checkpoint; an empty value serves no device plugins
+    #[arg(long, default_value = "/var/lib/kubelet")]
+    device_plugin_root: PathBuf,
+    /// File holding the cluster secret (`berth up` writes one): API servers
+    /// present it to reach this node's logs and exec. Without it the node
+    /// serves neither
+    #[arg(long)]
+    cluster_secret_file: Option<PathBuf>,
+    /// Port on --node-ip for logs and exec (0: any free port); the Node
+    /// publishes the port it got
+    #[arg(long, default_value_t = 0)]
+    kubelet_port: u16,
 }
 
 pub fn run(args: &AgentArgs) -> ExitCode {
@@ -99,6 +113,13 @@ fn serve(args: &AgentArgs) -> Result<()> {
     };
     config.lease_renew = Duration::from_secs(args.lease_renew_seconds.max(1));
     config.stop_pods_on_exit = args.stop_pods_on_exit;
+    if !args.device_plugin_root.as_os_str().is_empty() {
+        let dir = args.device_plugin_root.join("device-plugins");
+        config.devices = Some(berth_kubelet::devices::DeviceConfig::new(dir));
+    }
+    config.cluster_secret =
+        args.cluster_secret_file.as_deref().map(crate::server::read_cluster_secret).transpose()?;
+    config.kubelet_port = args.kubelet_port;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async {
         let client = berth_client::Client::new(peers)?;

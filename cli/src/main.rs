@@ -2,13 +2,18 @@
 //! subcommands, and so do the operator's verbs.
 
 mod agent;
+mod chaos;
+mod cluster;
+mod config;
 mod controller_manager;
 mod demo;
+mod device_plugin;
 mod endpoints;
 mod manifests;
 mod scheduler;
 mod server;
 mod up;
+mod verbs;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
@@ -43,25 +48,26 @@ enum Command {
     #[command(disable_help_flag = true)]
     Runtime(RuntimeArgs),
     /// Run a device plugin (sample or nvidia)
-    DevicePlugin(Pending),
+    #[command(subcommand_required = true)]
+    DevicePlugin(device_plugin::DevicePluginArgs),
     /// Partition and crash a real multi-peer cluster and check its histories
-    Chaos(Pending),
+    Chaos(chaos::ChaosArgs),
     /// List objects
-    Get(Pending),
+    Get(verbs::GetArgs),
     /// Show an object in detail, with its events
-    Describe(Pending),
+    Describe(verbs::DescribeArgs),
     /// Create or update objects from manifests
-    Apply(Pending),
+    Apply(verbs::ApplyArgs),
     /// Delete objects
-    Delete(Pending),
+    Delete(verbs::DeleteArgs),
     /// Print a container's logs
-    Logs(Pending),
+    Logs(verbs::LogsArgs),
     /// Run a command in a container
-    Exec(Pending),
+    Exec(verbs::ExecArgs),
     /// Wait for a condition on objects
-    Wait(Pending),
+    Wait(verbs::WaitArgs),
     /// Inspect and change the API-server peers of a cluster
-    Cluster(Pending),
+    Cluster(cluster::ClusterArgs),
     /// Check manifests strictly against berth's object model, without a cluster
     Validate(manifests::ValidateArgs),
     /// Print a shell completion script
@@ -78,45 +84,36 @@ struct RuntimeArgs {
     args: Vec<String>,
 }
 
-/// Arguments of a subcommand that this build does not provide yet.
-#[derive(clap::Args)]
-struct Pending {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let name = match &cli.command {
-        Command::Validate(args) => return manifests::validate(args),
-        Command::Server(args) => return server::run(args),
-        Command::Scheduler(args) => return scheduler::run(args),
-        Command::ControllerManager(args) => return controller_manager::run(args),
-        Command::Up(args) => return up::run(args),
-        Command::Agent(args) => return agent::run(args),
+    match &cli.command {
+        Command::Validate(args) => manifests::validate(args),
+        Command::Server(args) => server::run(args),
+        Command::Scheduler(args) => scheduler::run(args),
+        Command::ControllerManager(args) => controller_manager::run(args),
+        Command::Up(args) => up::run(args),
+        Command::Get(args) => verbs::get(args),
+        Command::Describe(args) => verbs::describe(args),
+        Command::Apply(args) => verbs::apply(args),
+        Command::Delete(args) => verbs::delete(args),
+        Command::Wait(args) => verbs::wait(args),
+        Command::Logs(args) => verbs::logs(args),
+        Command::Exec(args) => verbs::exec(args),
+        Command::Cluster(args) => cluster::run(args),
+        Command::Agent(args) => agent::run(args),
+        Command::Chaos(args) => chaos::run(args),
+        Command::DevicePlugin(args) => device_plugin::run(args),
         Command::Runtime(args) => {
             let mut argv = vec!["berth runtime".to_string()];
             argv.extend(args.args.iter().cloned());
             let code = berth_kubelet::executor::runtime_main(argv);
-            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
         Command::Completion { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "berth", &mut std::io::stdout());
-            return ExitCode::SUCCESS;
+            ExitCode::SUCCESS
         }
-        Command::DevicePlugin(_) => "device-plugin",
-        Command::Chaos(_) => "chaos",
-        Command::Get(_) => "get",
-        Command::Describe(_) => "describe",
-        Command::Apply(_) => "apply",
-        Command::Delete(_) => "delete",
-        Command::Logs(_) => "logs",
-        Command::Exec(_) => "exec",
-        Command::Wait(_) => "wait",
-        Command::Cluster(_) => "cluster",
-    };
-    eprintln!("berth {name}: not available in this build yet; see README.md for what works today");
-    ExitCode::from(2)
+    }
 }
 
 /// Logs to stderr, filtered by RUST_LOG (default: info).

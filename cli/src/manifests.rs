@@ -56,7 +56,7 @@ fn print_objects(name: &str, objects: &[Object], output: Option<Format>) {
     }
 }
 
-fn decode(name: &str, text: &str) -> Result<Vec<Object>, String> {
+pub(crate) fn decode(name: &str, text: &str) -> Result<Vec<Object>, String> {
     let json = name.ends_with(".json") || text.trim_start().starts_with('{');
     if json {
         Object::from_json(text.as_bytes()).map(|o| vec![o])
@@ -68,7 +68,7 @@ fn decode(name: &str, text: &str) -> Result<Vec<Object>, String> {
 
 /// The texts named by one argument: a file, every manifest in a directory
 /// (sorted, not recursive, as kubectl does without -R), or standard input.
-fn expand(path: &Path) -> Vec<Result<(String, String), String>> {
+pub(crate) fn expand(path: &Path) -> Vec<Result<(String, String), String>> {
     let name = path.display().to_string();
     if name == "-" {
         let mut text = String::new();

@@ -55,6 +55,11 @@ pub struct ServerArgs {
     /// (a watch's stream is not cut; only its opening is bounded)
     #[arg(long, default_value_t = 60)]
     request_timeout_seconds: u64,
+    /// File holding the cluster secret node agents hold (`berth up` writes
+    /// one); it authenticates the relays of logs and exec to them. Without
+    /// it, logs and exec are unavailable
+    #[arg(long)]
+    cluster_secret_file: Option<PathBuf>,
 }
 
 pub fn run(args: &ServerArgs) -> ExitCode {
@@ -96,6 +101,7 @@ fn serve(args: &ServerArgs) -> Result<()> {
         max_requests_in_flight: args.max_requests_in_flight.max(1),
         max_watchers: args.max_watchers,
         request_timeout: Duration::from_secs(args.request_timeout_seconds.max(1)),
+        kubelet_secret: args.cluster_secret_file.as_deref().map(read_cluster_secret).transpose()?,
     };
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async {
@@ -113,6 +119,17 @@ fn serve(args: &ServerArgs) -> Result<()> {
         });
         berth_apiserver::serve(config, stop).await.context("peer stopped")
     })
+}
+
+/// The cluster secret in `path`: one line, surrounding whitespace ignored.
+pub(crate) fn read_cluster_secret(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read the cluster secret {}", path.display()))?;
+    let secret = text.trim();
+    if secret.is_empty() || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!("the cluster secret {} must be one line of printable ASCII", path.display());
+    }
+    Ok(secret.to_string())
 }
 
 fn parse_peers(peers: &[String]) -> Result<BTreeMap<u64, String>> {

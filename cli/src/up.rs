@@ -38,6 +38,10 @@ pub struct UpArgs {
     /// electing another while the Deployment stays up (needs root)
     #[arg(long)]
     demo: bool,
+    /// The berth config file in which the cluster is recorded as the current
+    /// context, named after --dir [default: $BERTH_CONFIG, else ~/.berth/config]
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// The ports of a cluster, chosen on its first start and kept so that a
@@ -210,6 +214,29 @@ impl Drop for Processes {
     }
 }
 
+/// The cluster secret the peers and agents share, for the relays of logs
+/// and exec: made once per cluster directory, readable by its owner only.
+fn cluster_secret(dir: &Path) -> Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("cluster-secret");
+    if path.exists() {
+        return Ok(path);
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("no randomness for the cluster secret: {e}"))?;
+    let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("create {}", path.display()))?;
+    writeln!(file, "{text}").with_context(|| format!("write {}", path.display()))?;
+    Ok(path)
+}
+
 fn default_dir() -> Result<PathBuf> {
     let home = std::env::var_os("HOME").context("HOME is not set; pass --dir")?;
     Ok(PathBuf::from(home).join(".berth").join("up"))
@@ -263,6 +290,7 @@ fn up(args: &UpArgs) -> Result<()> {
             );
         }
     }
+    let secret = cluster_secret(&dir)?;
     let servers: Vec<String> = layout.peers.iter().map(|p| p.grpc.clone()).collect();
     let members: Vec<String> =
         servers.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
@@ -287,6 +315,7 @@ fn up(args: &UpArgs) -> Result<()> {
         .iter()
         .map(|s| s.to_string())
         .chain([data.to_string_lossy().into_owned()])
+        .chain(["--cluster-secret-file".into(), secret.to_string_lossy().into_owned()])
         .collect();
         processes.spawn(&dir, &format!("peer-{id}"), &args)?;
     }
@@ -327,6 +356,11 @@ fn up(args: &UpArgs) -> Result<()> {
         args.extend(["--pod-cidr".into(), format!("10.88.{}.0/24", i + 1)]);
         args.push("--root-dir".into());
         args.push(dir.join(&name).to_string_lossy().into_owned());
+        // Several nodes on one host: each its own device-plugin socket.
+        args.push("--device-plugin-root".into());
+        args.push(dir.join(&name).join("kubelet").to_string_lossy().into_owned());
+        args.push("--cluster-secret-file".into());
+        args.push(secret.to_string_lossy().into_owned());
         for registry in &registries {
             args.push("--insecure-registry".into());
             args.push(registry.clone());
@@ -354,6 +388,12 @@ fn up(args: &UpArgs) -> Result<()> {
         kubeconfig_path.display()
     );
     println!("  berth API: --server {}", servers.join(","));
+    match crate::config::record(args.config.as_deref(), &dir, servers.clone()) {
+        Ok((name, path)) => {
+            println!("  berth: context {name} in {} (current; berth get pods)", path.display())
+        }
+        Err(e) => eprintln!("berth: could not record the cluster in the berth config: {e:#}"),
+    }
     match nodes {
         0 => println!("  nodes: none (node agents need root)"),
         n => println!("  nodes: node-1..node-{n}, running pods through berth's CRI runtime"),

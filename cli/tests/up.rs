@@ -28,6 +28,8 @@ impl Up {
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["up", "--dir"])
             .arg(dir)
+            .arg("--config")
+            .arg(dir.join("berth-config"))
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -130,11 +132,25 @@ async fn berth_up_starts_stops_and_restarts_the_same_cluster() {
             assert!(Instant::now() < deadline, "node-1 never became Ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The node serves logs and exec to the peers, with the secret
+        // `berth up` made for them.
+        let node = nodes.get("node-1").await.unwrap().status.unwrap();
+        assert!(node.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port > 0);
+        use std::os::unix::fs::PermissionsExt;
+        let secret = std::fs::metadata(dir.path().join("cluster-secret")).unwrap();
+        assert_eq!(secret.permissions().mode() & 0o777, 0o600);
     } else {
         println!("SKIPPED (part): node agents need root");
     }
     let kubeconfig = std::fs::read_to_string(dir.path().join("kubeconfig")).unwrap();
     assert!(kubeconfig.contains("name: peer-3"), "{kubeconfig}");
+    // The berth config names the cluster as the current context.
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["get", "ns", "kube-system", "-o", "name", "--config"])
+        .arg(dir.path().join("berth-config"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "namespace/kube-system\n");
 
     tokio::task::spawn_blocking(move || up.interrupt()).await.unwrap();
     // Every process is gone: the peers' ports are free again.

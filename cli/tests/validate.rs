@@ -89,13 +89,6 @@ fn missing_file_is_a_clear_error() {
 }
 
 #[test]
-fn subcommands_not_built_yet_say_so() {
-    let out = berth(&["device-plugin", "--resource", "example.com/foo"], None);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("not available in this build yet"));
-}
-
-#[test]
 fn completion_scripts_are_generated() {
     let out = berth(&["completion", "bash"], None);
     assert!(out.status.success());

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod cri;
+pub mod devices;
 pub mod executor;
 pub mod image;
 

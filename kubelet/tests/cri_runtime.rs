@@ -1157,6 +1157,7 @@ impl ApiPeer {
             max_requests_in_flight: 1024,
             max_watchers: 1000,
             request_timeout: Duration::from_secs(60),
+            kubelet_secret: None,
         };
         let stop = CancellationToken::new();
         let token = stop.clone();

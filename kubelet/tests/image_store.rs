@@ -822,3 +822,53 @@ async fn basic_auth_challenge_without_credentials_is_unauthorized() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_layers_unpack_and_truncated_ones_are_refused() {
+    if let Some(why) = skip_reason(false) {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let f = Fixture::new(RegistryConfig::default());
+    let img = image(
+        vec![
+            zstd_layer(base_layer()),
+            zstd_layer(change_layer()),
+            layer(top_layer("hello from layer 3\n"), true),
+        ],
+        false,
+    );
+    assert_eq!(img.layers[0].media_type, OCI_LAYER_ZSTD);
+    let layout = f.dir.path().join("zstd");
+    write_layout(&layout, &img, "v1");
+    let pulled = f
+        .store()
+        .pull(&format!("oci:{}:v1", layout.display()).parse().unwrap(), &PullOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(pulled.id.to_string(), img.id());
+    let rootfs = f.store().create_rootfs("zstd", &pulled.id.to_string()).unwrap();
+    check_composed_rootfs(&rootfs.path);
+    f.store().remove_rootfs("zstd").unwrap();
+    let unpacked = f.layer_dirs();
+
+    // A zstd layer cut short: a clear error, nothing new in the store.
+    let tar = top_layer("cut short\n");
+    let mut truncated = image(vec![zstd_layer(tar.clone())], false);
+    let z = zstd(&tar);
+    truncated.layers[0] = Blob::new(OCI_LAYER_ZSTD, z[..z.len() / 2].to_vec());
+    truncated.manifests[0] = Blob::json(
+        OCI_MANIFEST,
+        &json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": truncated.configs[0].descriptor(), "layers": [truncated.layers[0].descriptor()]}),
+    );
+    let layout = f.dir.path().join("zstd-truncated");
+    write_layout(&layout, &truncated, "v1");
+    let err = f
+        .store()
+        .pull(&format!("oci:{}:v1", layout.display()).parse().unwrap(), &PullOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ImageError::Malformed { .. }), "{err}");
+    assert!(f.tmp_is_empty());
+    assert_eq!(f.layer_dirs(), unpacked, "a layer of the truncated image was published");
+}

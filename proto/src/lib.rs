@@ -52,6 +52,9 @@ mod generated {
             include!(concat!(env!("OUT_DIR"), "/runtime.v1.rs"));
         }
     }
+    pub mod v1beta1 {
+        include!(concat!(env!("OUT_DIR"), "/v1beta1.rs"));
+    }
 }
 
 /// berth's typed gRPC API: one service per resource.
@@ -76,21 +79,28 @@ pub use generated::berth::meta::v1 as meta_v1;
 /// containers, exec, stats, images), wire-compatible with the published API
 /// so the kubelet can talk to any CRI runtime and any CRI client to berth's.
 pub use generated::runtime::v1 as cri_v1;
+/// The kubelet device-plugin API, v1beta1 (Registration served by the
+/// kubelet, DevicePlugin served by each plugin), wire-compatible with the
+/// published API so Kubernetes' device plugins register with berth's kubelet.
+pub use generated::v1beta1 as device_plugin_v1beta1;
 
 /// Every message and service as an encoded FileDescriptorSet, for gRPC
 /// server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
 
 mod codec;
+mod fields_v1;
 mod int_or_string;
 pub mod labels;
 mod object;
 mod quantity;
+pub mod remotecommand;
 mod serde_support;
 mod time;
 mod wire;
 
 pub use codec::{from_json, from_yaml, to_json, to_yaml, DecodeError};
+pub use fields_v1::FieldsV1;
 pub use int_or_string::{IntOrPercentError, IntOrString};
 pub use object::{Object, Resource};
 pub use quantity::{Quantity, QuantityError, QuantityFormat};

@@ -324,6 +324,47 @@ impl Lease for Facade {
 }
 
 impl Facade {
+    /// The id of the peer serving at `addr`, which must belong to this
+    /// cluster (by name) and not yet to any membership.
+    async fn joining_peer_id(&self, addr: &str) -> Result<u64, Status> {
+        use berth_proto::etcd::etcdserverpb::cluster_client::ClusterClient;
+        use berth_proto::etcd::etcdserverpb::maintenance_client::MaintenanceClient;
+        let unreachable =
+            |e: &dyn std::fmt::Display| Status::unavailable(format!("peer at {addr}: {e}"));
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::invalid_argument(format!("peer URL {addr:?}: {e}")))?
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .timeout(std::time::Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let status = MaintenanceClient::new(channel.clone())
+            .status(pb::StatusRequest {})
+            .await
+            .map_err(|e| unreachable(&e.message()))?
+            .into_inner();
+        let header = status.header.unwrap_or_default();
+        if header.cluster_id != self.store.inner.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "the peer at {addr} was started for another cluster (--cluster differs)"
+            )));
+        }
+        let members = ClusterClient::new(channel)
+            .member_list(pb::MemberListRequest { linearizable: false })
+            .await
+            .map_err(|e| unreachable(&e.message()))?
+            .into_inner()
+            .members;
+        if !members.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "the peer at {addr} (id {}) already belongs to a cluster; start it with an empty \
+                 --data-dir and no --peers",
+                header.member_id
+            )));
+        }
+        Ok(header.member_id)
+    }
+
     fn members(&self) -> Result<Vec<pb::Member>, Status> {
         let status = self.store.status().map_err(to_status)?;
         Ok(status
@@ -342,13 +383,38 @@ impl Facade {
 
 #[tonic::async_trait]
 impl Cluster for Facade {
+    /// Adds the running, empty peer at the one peer URL given. Its id is
+    /// the one it was started with (`berth server --id`), asked of the
+    /// peer itself; it joins as a learner, and once caught up becomes a
+    /// voter unless `is_learner`. Call it on the leader.
     async fn member_add(
         &self,
-        _: Request<pb::MemberAddRequest>,
+        r: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Err(Status::unimplemented(
-            "add peers with `berth cluster add-peer`, which assigns the peer id",
-        ))
+        let r = r.into_inner();
+        let [url] = r.peer_ur_ls.as_slice() else {
+            return Err(Status::invalid_argument("give exactly one peer URL"));
+        };
+        let addr = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/').to_string();
+        let id = self.joining_peer_id(&addr).await?;
+        let peers = self.store.status().map_err(to_status)?;
+        if peers.members.contains_key(&id) {
+            return Err(Status::already_exists(format!("peer {id} is already a member")));
+        }
+        if let Some((other, _)) = peers.members.iter().find(|(_, a)| **a == addr) {
+            return Err(Status::already_exists(format!("peer {other} already has address {addr}")));
+        }
+        self.store.add_learner(id, &addr).await.map_err(status)?;
+        if !r.is_learner {
+            self.store.promote(id).await.map_err(status)?;
+        }
+        let members = self.members()?;
+        let member = members.iter().find(|m| m.id == id).cloned();
+        Ok(Response::new(pb::MemberAddResponse {
+            header: Some(self.store.header_now()),
+            member,
+            members,
+        }))
     }
 
     async fn member_remove(
@@ -458,11 +524,42 @@ impl Maintenance for Facade {
 
     type SnapshotStream = ResponseStream<pb::SnapshotResponse>;
 
+    /// A consistent copy of this peer's key space in berth's snapshot
+    /// format (for `berth cluster snapshot restore`), in 1 MiB pieces.
     async fn snapshot(
         &self,
         _: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(Status::unimplemented("save snapshots with `berth cluster snapshot save`"))
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A ".part" file in the snapshots directory: removed when sent, and
+        // by the next start if this one is cut short.
+        let dir = self.store.snapshot_dir();
+        let file = TempFile(dir.join(format!("save-{}-{n}.part", std::process::id())));
+        let size = self.store.save_snapshot(&file.0).await.map_err(to_status)?;
+        let reader = tokio::fs::File::open(&file.0)
+            .await
+            .map_err(|e| Status::internal(format!("reopen the saved snapshot: {e}")))?;
+        let header = self.store.header_now();
+        let stream = futures::stream::unfold(
+            (reader, size, file, header),
+            |(mut reader, remaining, file, header)| async move {
+                use tokio::io::AsyncReadExt;
+                if remaining == 0 {
+                    return None;
+                }
+                let mut blob = vec![0u8; remaining.min(1 << 20) as usize];
+                if let Err(e) = reader.read_exact(&mut blob).await {
+                    let error = Status::internal(format!("read the saved snapshot: {e}"));
+                    return Some((Err(error), (reader, 0, file, header)));
+                }
+                let remaining = remaining - blob.len() as u64;
+                let response =
+                    pb::SnapshotResponse { header: Some(header), remaining_bytes: remaining, blob };
+                Some((Ok(response), (reader, remaining, file, header)))
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn move_leader(
@@ -471,5 +568,14 @@ impl Maintenance for Facade {
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
         self.store.transfer_leader(r.get_ref().target_id).await.map_err(status)?;
         Ok(Response::new(pb::MoveLeaderResponse { header: Some(self.store.header_now()) }))
+    }
+}
+
+/// A file removed when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }

@@ -222,7 +222,14 @@ fn install(
 fn read_chunk(reader: &mut impl Read) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     reader.read_exact(&mut len)?;
-    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+    let len = u32::from_be_bytes(len) as usize;
+    // No key or value comes near this; a larger length is a damaged file.
+    if len > 64 << 20 {
+        return Err(std::io::Error::other(format!(
+            "damaged snapshot: an entry claims {len} bytes"
+        )));
+    }
+    let mut buf = vec![0u8; len];
     reader.read_exact(&mut buf)?;
     Ok(buf)
 }
@@ -304,19 +311,60 @@ fn build(db: &Db, dir: &Path, n: u64) -> Result<(), StorageError> {
         .map_err(|e| write_err(subject(), e))?;
     {
         let mut out = std::io::BufWriter::new(&mut file);
-        out.write_all(SNAPSHOT_MAGIC).map_err(|e| write_err(subject(), e))?;
-        for (tag, cf) in STATE_MACHINE_CFS.iter().enumerate() {
-            for item in view.iterator_cf(cf, IteratorMode::Start) {
-                let (key, value) = item.map_err(|e| read_err(subject(), e))?;
-                out.write_all(&[tag as u8]).map_err(|e| write_err(subject(), e))?;
-                write_chunk(&mut out, &key).map_err(|e| write_err(subject(), e))?;
-                write_chunk(&mut out, &value).map_err(|e| write_err(subject(), e))?;
-            }
-        }
-        out.write_all(&[0xFF]).map_err(|e| write_err(subject(), e))?;
+        dump_view(&view, &mut out).map_err(|e| write_err(subject(), e))?;
         out.flush().map_err(|e| write_err(subject(), e))?;
     }
     let result = save_snapshot_file(dir, &meta, &mut file).map_err(|e| write_err(subject(), e));
     let _ = std::fs::remove_file(&path);
     result
+}
+
+/// Writes the state-machine column families as seen by `view`, in the
+/// snapshot format.
+fn dump_view(view: &View, out: &mut impl Write) -> std::io::Result<()> {
+    out.write_all(SNAPSHOT_MAGIC)?;
+    for (tag, cf) in STATE_MACHINE_CFS.iter().enumerate() {
+        for item in view.iterator_cf(cf, IteratorMode::Start) {
+            let (key, value) = item.map_err(std::io::Error::other)?;
+            out.write_all(&[tag as u8])?;
+            write_chunk(out, &key)?;
+            write_chunk(out, &value)?;
+        }
+    }
+    out.write_all(&[0xFF])
+}
+
+/// A consistent copy of the key space (read through one RocksDB snapshot),
+/// in the snapshot format: what `berth cluster snapshot save` keeps.
+pub(crate) fn dump(db: &Db, out: &mut impl Write) -> std::io::Result<()> {
+    dump_view(&db.view(), out)
+}
+
+/// Fills an empty store from a saved snapshot, leaving out its Raft
+/// position and membership: a peer started on it as its own only initial
+/// peer creates a new cluster that holds the key space, at its revision.
+pub(crate) fn restore(db: &Db, input: &mut impl Read) -> std::io::Result<()> {
+    let mut magic = [0u8; 8];
+    input.read_exact(&mut magic)?;
+    if &magic != SNAPSHOT_MAGIC {
+        return Err(std::io::Error::other("not a berth snapshot"));
+    }
+    let mut batch = WriteBatch::default();
+    loop {
+        let mut tag = [0u8; 1];
+        input.read_exact(&mut tag)?;
+        if tag[0] == 0xFF {
+            break;
+        }
+        let cf = STATE_MACHINE_CFS
+            .get(tag[0] as usize)
+            .ok_or_else(|| std::io::Error::other("bad column family in snapshot"))?;
+        let key = read_chunk(input)?;
+        let value = read_chunk(input)?;
+        if *cf == CF_SM && (key == APPLIED || key == MEMBERSHIP) {
+            continue;
+        }
+        db.put_in(&mut batch, cf, &key, value);
+    }
+    db.write_synced(batch).map_err(std::io::Error::other)
 }

@@ -26,7 +26,7 @@ use berth_proto::raft_v1::{command::Op, command_result, ApplyError, Command, Com
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -752,6 +752,61 @@ impl Store {
     pub fn watchers(&self) -> usize {
         self.inner.hub.watchers()
     }
+
+    /// Where this peer keeps snapshot files.
+    pub(crate) fn snapshot_dir(&self) -> PathBuf {
+        self.inner.db.path().join("snapshots")
+    }
+
+    /// Writes a consistent copy of this peer's key space (its applied
+    /// state) to `path`; returns its size in bytes.
+    pub async fn save_snapshot(&self, path: &Path) -> Result<u64, StoreError> {
+        let db = self.inner.db.clone();
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::create(&path).map_err(|e| StoreError::io(&path, e))?;
+            let mut out = std::io::BufWriter::new(file);
+            crate::state_machine::dump(&db, &mut out).map_err(|e| StoreError::io(&path, e))?;
+            let file = out.into_inner().map_err(|e| StoreError::io(&path, e.into_error()))?;
+            file.sync_all().map_err(|e| StoreError::io(&path, e))?;
+            file.metadata().map(|m| m.len()).map_err(|e| StoreError::io(&path, e))
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("snapshot task: {e}")))?
+    }
+}
+
+/// Creates the data directory of a peer of `cluster` from a snapshot that
+/// `save_snapshot` wrote; returns the key space's revision. The directory
+/// keeps no Raft history: a peer started on it with itself as its only
+/// initial peer creates a new one-voter cluster holding the key space, and
+/// grows by adding peers.
+pub fn restore_snapshot(
+    snapshot: &Path,
+    data_dir: &Path,
+    cluster: &str,
+) -> Result<i64, StoreError> {
+    if data_dir.exists() {
+        let mut entries = std::fs::read_dir(data_dir).map_err(|e| StoreError::io(data_dir, e))?;
+        if entries.next().is_some() {
+            return Err(StoreError::InvalidArgument(format!(
+                "{} is not empty; restore into a new directory",
+                data_dir.display()
+            )));
+        }
+    }
+    let file = std::fs::File::open(snapshot).map_err(|e| StoreError::io(snapshot, e))?;
+    let mut input = std::io::BufReader::new(file);
+    let db = Db::open(data_dir, cluster)?;
+    let restored = crate::state_machine::restore(&db, &mut input);
+    if let Err(e) = restored {
+        drop(db);
+        // Leave nothing half-restored behind.
+        let _ = std::fs::remove_dir_all(data_dir);
+        return Err(StoreError::io(snapshot, e));
+    }
+    let (revision, _) = mvcc::revisions(&db.latest())?;
+    Ok(revision)
 }
 
 /// Takes waiting commands in batches and proposes each batch as one entry.

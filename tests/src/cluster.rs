@@ -35,6 +35,16 @@ impl ApiCluster {
     /// Starts `n` peers and waits until each serves the bootstrap
     /// namespaces.
     pub async fn start(n: usize, name: &str) -> anyhow::Result<ApiCluster> {
+        ApiCluster::start_with_kubelet_secret(n, name, None).await
+    }
+
+    /// Like `start`, with the secret the peers present to node agents to
+    /// relay logs and exec (None: they relay none).
+    pub async fn start_with_kubelet_secret(
+        n: usize,
+        name: &str,
+        kubelet_secret: Option<String>,
+    ) -> anyhow::Result<ApiCluster> {
         let dir = tempfile::tempdir()?;
         let grpc: Vec<SocketAddr> = (0..n).map(|_| free_addr()).collect();
         let initial: BTreeMap<u64, String> =
@@ -56,6 +66,7 @@ impl ApiCluster {
                 max_requests_in_flight: 4096,
                 max_watchers: 10_000,
                 request_timeout: Duration::from_secs(60),
+                kubelet_secret: kubelet_secret.clone(),
             };
             let stop = CancellationToken::new();
             let token = stop.clone();

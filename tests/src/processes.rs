@@ -74,6 +74,7 @@ pub fn run_peer(args: &[String]) -> Result<()> {
         max_requests_in_flight: berth_apiserver::api::DEFAULT_MAX_IN_FLIGHT,
         max_watchers: berth_apiserver::api::DEFAULT_MAX_WATCHERS,
         request_timeout: Duration::from_secs(60),
+        kubelet_secret: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

@@ -122,7 +122,36 @@ resource_service!(pods_server::Pods, Pod, PodList, PodWatchEvent {
         let (head, binding) = split(r);
         reply(Api::bind(self, &head, binding).await)
     }
+
+    type LogsStream = Stream<PodLogsChunk>;
+
+    async fn logs(&self, r: Request<PodLogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let (head, r) = split(r);
+        let chunks = Api::logs(self, &head, r).await.map_err(to_status)?;
+        Ok(Response::new(Box::pin(chunks.map(|c| c.map_err(relayed)))))
+    }
+
+    type ExecStream = Stream<PodExecOutput>;
+
+    async fn exec(&self, r: Request<tonic::Streaming<PodExecInput>>) -> Result<Response<Self::ExecStream>, Status> {
+        let (head, mut input) = split(r);
+        let start = match input.message().await? {
+            Some(PodExecInput { input: Some(pod_exec_input::Input::Start(start)) }) => start,
+            _ => return Err(Status::invalid_argument("the first message of an exec must be its start")),
+        };
+        // The client's stream ends (or breaks) the input; either closes it.
+        let input = input
+            .take_while(|m| futures::future::ready(m.is_ok()))
+            .filter_map(|m| futures::future::ready(m.ok()));
+        let output = Api::exec(self, &head, start, input).await.map_err(to_status)?;
+        Ok(Response::new(Box::pin(output.map(|o| o.map_err(relayed)))))
+    }
 });
+
+/// A node agent's error in the middle of a stream, passed on as the API's.
+fn relayed(status: Status) -> Status {
+    to_status(super::streams::from_node(status))
+}
 resource_service!(replica_sets_server::ReplicaSets, ReplicaSet, ReplicaSetList, ReplicaSetWatchEvent {
     async fn scale(&self, r: Request<ScaleRequest>) -> Result<Response<Scale>, Status> {
         let (head, r) = split(r);

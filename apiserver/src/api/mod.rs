@@ -6,11 +6,13 @@
 //! every request. Front ends adapt them: typed gRPC (`grpc`, errors carry
 //! the Kubernetes Status in the gRPC details) and the Kubernetes REST API.
 
+mod apply;
 mod defaults;
 mod grpc;
 pub(crate) mod kinds;
 mod ops;
 mod patch;
+mod streams;
 mod validation;
 mod verbs;
 
@@ -42,6 +44,13 @@ pub struct Api {
     events: std::sync::Arc<EventLeases>,
     limits: std::sync::Arc<Limits>,
     filters: std::sync::Arc<Filters>,
+    /// Writes are admitted and validated but store nothing (dryRun=All).
+    dry_run: bool,
+    /// The field manager writes are recorded under (fieldManager); by
+    /// default the client's User-Agent up to its first `/`.
+    field_manager: Option<String>,
+    /// Authenticates the relays of logs and exec to node agents.
+    kubelet_secret: Option<std::sync::Arc<str>>,
 }
 
 /// Requests (not counting watches) one peer serves at once by default.
@@ -122,6 +131,9 @@ impl Api {
             events: std::sync::Arc::new(EventLeases::new(DEFAULT_EVENT_TTL)),
             limits: std::sync::Arc::new(Limits::new(DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_WATCHERS)),
             filters: std::sync::Arc::new(Filters::default()),
+            dry_run: false,
+            field_manager: None,
+            kubelet_secret: None,
         }
     }
 
@@ -130,6 +142,33 @@ impl Api {
     pub fn with_filters(mut self, filters: Filters) -> Api {
         self.filters = std::sync::Arc::new(filters);
         self
+    }
+
+    /// The same API for one dry-run request: writes pass every filter,
+    /// admission and validation, and answer with the object they would have
+    /// stored, but store nothing.
+    pub(crate) fn dry_run(mut self) -> Api {
+        self.dry_run = true;
+        self
+    }
+
+    /// The same API for one request whose writes are recorded under
+    /// `manager` in managedFields.
+    pub(crate) fn field_manager(mut self, manager: &str) -> Api {
+        self.field_manager = Some(manager.to_string());
+        self
+    }
+
+    /// The field manager of a request: as set, or from its User-Agent.
+    fn manager_of(&self, request: &Request<()>) -> String {
+        if let Some(manager) = &self.field_manager {
+            return manager.clone();
+        }
+        let agent = request.metadata().get("user-agent").and_then(|a| a.to_str().ok());
+        match agent.and_then(|a| a.split('/').next()).filter(|a| !a.is_empty()) {
+            Some(agent) => agent.chars().take(128).collect(),
+            None => "unknown".into(),
+        }
     }
 
     /// At most `in_flight` requests (watches aside) and `watchers` watches
@@ -173,6 +212,13 @@ impl Api {
         result
     }
 
+    /// Logs and exec are relayed to node agents with `secret` (the
+    /// cluster secret the agents hold); without one they are unavailable.
+    pub fn with_kubelet_secret(mut self, secret: Option<String>) -> Api {
+        self.kubelet_secret = secret.map(Into::into);
+        self
+    }
+
     /// Events expire `ttl` after they are created (one hour by default).
     pub fn with_event_ttl(mut self, ttl: Duration) -> Api {
         self.events = std::sync::Arc::new(EventLeases::new(ttl));
@@ -195,7 +241,9 @@ impl Api {
             Some(fence) => self.registry.fenced(fence.clone()),
             None => self.registry.clone(),
         };
-        Ok(Write { registry, filters: &self.filters, info })
+        let registry = if self.dry_run { registry.dry_run() } else { registry };
+        let manager = self.manager_of(request);
+        Ok(Write { registry, filters: &self.filters, info, manager })
     }
 
     /// Creates the namespaces every cluster starts with, if missing.
@@ -209,7 +257,12 @@ impl Api {
             let mut info = RequestInfo::new::<Namespace>("create", "", "", name);
             info.user =
                 UserInfo { name: "system:apiserver".into(), groups: vec!["system:masters".into()] };
-            let write = Write { registry: self.registry.clone(), filters: &self.filters, info };
+            let write = Write {
+                registry: self.registry.clone(),
+                filters: &self.filters,
+                info,
+                manager: "berth-apiserver".into(),
+            };
             match verbs::create(&write, ns, 0).await {
                 Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),

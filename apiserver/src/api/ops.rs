@@ -34,7 +34,11 @@ impl Api {
     ) -> Result<T, ApiError> {
         self.measured("create", T::PLURAL, async {
             let write = self.write(head, about("create", "", &object))?;
-            let lease = if object.expires() { self.events.lease(&self.registry).await? } else { 0 };
+            let lease = if object.expires() && !self.dry_run {
+                self.events.lease(&self.registry).await?
+            } else {
+                0
+            };
             verbs::create(&write, object, lease).await
         })
         .await
@@ -104,6 +108,25 @@ impl Api {
         .await
     }
 
+    /// Server-side apply of `config` to `namespace/name` as the request's
+    /// field manager; `force` takes over fields other managers own.
+    pub(crate) async fn apply<T: Kind>(
+        &self,
+        head: &Request<()>,
+        namespace: &str,
+        name: &str,
+        config: &serde_json::Value,
+        force: bool,
+    ) -> Result<T, ApiError> {
+        self.measured("apply", T::PLURAL, async {
+            let info = RequestInfo::new::<T>("patch", "", namespace, name);
+            let mut write = self.write(head, info)?;
+            let manager = std::mem::take(&mut write.manager);
+            super::apply::apply_object(&write, namespace, name, config, &manager, force).await
+        })
+        .await
+    }
+
     pub(crate) async fn delete<T: Kind>(
         &self,
         head: &Request<()>,
@@ -124,6 +147,23 @@ impl Api {
             let info = RequestInfo::new::<Pod>("create", "binding", namespace, &meta.name);
             let write = self.write(head, info)?;
             verbs::bind(&write.registry, binding).await
+        })
+        .await
+    }
+
+    /// pods/eviction: the pod goes as a delete with the eviction's options
+    /// would take it (gracefully when a node runs it). berth has no
+    /// PodDisruptionBudgets, so no eviction is refused for one.
+    pub(crate) async fn evict(
+        &self,
+        head: &Request<()>,
+        request: &DeleteRequest,
+    ) -> Result<Pod, ApiError> {
+        self.measured("evict", "pods", async {
+            let info =
+                RequestInfo::new::<Pod>("create", "eviction", &request.namespace, &request.name);
+            let write = self.write(head, info)?;
+            verbs::delete(&write.registry, request).await
         })
         .await
     }

@@ -186,7 +186,7 @@ fn json_patch(document: &mut Value, ops: &[Value]) -> Result<(), ApiError> {
 
 /// The key that identifies an item in a list field, where Kubernetes
 /// merges that list by key rather than replacing it.
-fn merge_key(field: &str) -> Option<&'static str> {
+pub(super) fn merge_key(field: &str) -> Option<&'static str> {
     Some(match field {
         "containers"
         | "initContainers"
@@ -205,7 +205,7 @@ fn merge_key(field: &str) -> Option<&'static str> {
 }
 
 /// Lists of plain values that merge as sets.
-fn merges_as_set(field: &str) -> bool {
+pub(super) fn merges_as_set(field: &str) -> bool {
     field == "finalizers"
 }
 
@@ -213,7 +213,7 @@ fn merges_as_set(field: &str) -> bool {
 /// (replace, delete, merge), `$deleteFromPrimitiveList/<field>`, and the
 /// ordering hints `$setElementOrder/<field>` and `$retainKeys` (applied as
 /// ordinary merges).
-fn strategic(target: &mut Value, patch: &Value, _field: &str) -> Result<(), ApiError> {
+pub(super) fn strategic(target: &mut Value, patch: &Value, _field: &str) -> Result<(), ApiError> {
     let Some(patch_map) = patch.as_object() else {
         *target = patch.clone();
         return Ok(());

@@ -25,7 +25,7 @@ pub(super) fn namespace_or_default(namespace: &str) -> &str {
 }
 
 /// A patch is retried this often when the object changes under it.
-const PATCH_ATTEMPTS: usize = 8;
+pub(super) const PATCH_ATTEMPTS: usize = 8;
 
 /// A write that passed authentication, authorization and admission's
 /// request phase: the registry it goes to (fenced when the request carried
@@ -34,12 +34,30 @@ pub(crate) struct Write<'a> {
     pub registry: Registry<Store>,
     pub filters: &'a Filters,
     pub info: RequestInfo,
+    /// The field manager the write's changes are recorded under in
+    /// managedFields; empty when the caller sets managedFields itself
+    /// (server-side apply).
+    pub manager: String,
 }
 
 impl Write<'_> {
     /// Admission's mutating and validating phases on `object`.
     fn admit<T: Kind>(&self, object: &mut T, old: Option<&T>) -> Result<(), ApiError> {
         self.filters.admit(&self.info, object, old.map(|o| o as _))
+    }
+
+    /// Records in `new`'s managedFields what this write changed from `old`.
+    fn track<T: Kind>(&self, old: Option<&T>, new: &mut T) -> Result<(), ApiError> {
+        if self.manager.is_empty() {
+            return Ok(());
+        }
+        let json = |o: &T| serde_json::to_value(o).map_err(|e| ApiError::Internal(e.to_string()));
+        let old_json = old.map(json).transpose()?;
+        let mut managed = old.map(|o| o.metadata().managed_fields.clone()).unwrap_or_default();
+        let manager = super::apply::Manager { name: &self.manager, api_version: T::API_VERSION };
+        super::apply::track_update(old_json.as_ref(), &json(new)?, &mut managed, &manager);
+        new.metadata_mut().managed_fields = managed;
+        Ok(())
     }
 }
 
@@ -73,6 +91,7 @@ pub(crate) async fn create<T: Kind>(
     meta.deletion_grace_period_seconds = None;
     object.prepare_for_create();
     write.admit(&mut object, None)?;
+    write.track(None, &mut object)?;
     registry.create_leased(object, lease).await
 }
 
@@ -110,6 +129,7 @@ pub(crate) async fn update<T: Kind>(write: &Write<'_>, object: T) -> Result<T, A
         .update(object, |current, new| {
             new.keep_status_of(current);
             write.admit(new, Some(current))?;
+            write.track(Some(current), new)?;
             if new.spec_changed(current) {
                 new.metadata_mut().generation = current.metadata().generation + 1;
             }

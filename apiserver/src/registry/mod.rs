@@ -110,6 +110,8 @@ fn get_op(key: &str) -> RequestOp {
 pub struct Registry<S> {
     store: S,
     fence: Option<Fence>,
+    /// Writes check their preconditions and change nothing (dryRun=All).
+    dry_run: bool,
 }
 
 /// A leader-elected writer's proof that it still leads: its Lease and the
@@ -175,12 +177,20 @@ fn holder_ops<T: Resource>(old: Option<&T>, new: Option<&T>) -> Option<RequestOp
 
 impl<S: KeyValue + Clone + 'static> Registry<S> {
     pub fn new(store: S) -> Self {
-        Registry { store, fence: None }
+        Registry { store, fence: None, dry_run: false }
     }
 
     /// The same registry, with every write checked against `fence`.
     pub fn fenced(&self, fence: Fence) -> Registry<S> {
-        Registry { store: self.store.clone(), fence: Some(fence) }
+        Registry { store: self.store.clone(), fence: Some(fence), dry_run: self.dry_run }
+    }
+
+    /// The same registry, whose writes run their transactions' compares
+    /// (existence, resourceVersion, fence) but store nothing: dryRun=All.
+    /// A dry-run create answers without a resourceVersion, an update with
+    /// the version it was compared against.
+    pub fn dry_run(&self) -> Registry<S> {
+        Registry { dry_run: true, ..self.clone() }
     }
 
     /// Adds the fence's compare to a transaction, and a read of the holder
@@ -287,11 +297,17 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
             };
             let mut success = vec![put];
             success.extend(holder_ops(None, Some(&object)));
+            if self.dry_run {
+                success.clear();
+            }
             let mut txn = TxnRequest { compare: vec![absent], success, failure: vec![] };
             self.guard(&mut txn);
             let response = self.store.txn(txn).await?;
             if !response.succeeded {
                 self.check_fence(&response)?;
+            }
+            if response.succeeded && self.dry_run {
+                return Ok(object);
             }
             if response.succeeded {
                 let revision = response.header.map_or(0, |h| h.revision);
@@ -399,6 +415,10 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
         };
         let mut success = vec![put];
         success.extend(holder_ops(Some(&current), Some(&object)));
+        if self.dry_run {
+            self.write_if_unchanged::<T>(&key, &name, expected, Vec::new()).await?;
+            return Ok(object);
+        }
         let response = self.write_if_unchanged::<T>(&key, &name, expected, success).await?;
         let revision = response.header.map_or(0, |h| h.revision);
         object.metadata_mut().resource_version = revision.to_string();
@@ -430,16 +450,23 @@ impl<S: KeyValue + Clone + 'static> Registry<S> {
         };
         let mut success = vec![delete];
         success.extend(lease_forgotten::<T>(namespace, name));
+        if self.dry_run {
+            // Read instead of delete: the answer is the object as it is.
+            success = vec![get_op(&key)];
+        }
         let response = self.write_if_unchanged::<T>(&key, name, expected, success).await?;
         let deleted = response.responses.first().and_then(|r| match &r.response {
             Some(response_op::Response::ResponseDeleteRange(d)) => d.prev_kvs.first().cloned(),
+            Some(response_op::Response::ResponseRange(r)) => r.kvs.first().cloned(),
             _ => None,
         });
         match deleted {
             Some(kv) => {
                 let mut object: T = decode(&kv)?;
-                object.metadata_mut().resource_version =
-                    response.header.map_or(0, |h| h.revision).to_string();
+                if !self.dry_run {
+                    object.metadata_mut().resource_version =
+                        response.header.map_or(0, |h| h.revision).to_string();
+                }
                 Ok(object)
             }
             None => Err(ApiError::NotFound { kind: T::PLURAL.into(), name: name.into() }),

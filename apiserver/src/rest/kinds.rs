@@ -40,7 +40,7 @@ pub(super) const KINDS: &[RestKind] = &[
         namespaced: true,
         short_names: &["po"],
         in_all: true,
-        subresources: &["status", "binding"],
+        subresources: &["status", "binding", "eviction"],
     },
     RestKind {
         group: "",

@@ -6,9 +6,14 @@
 //! streams and Status errors with their HTTP codes.
 
 mod discovery;
+mod eviction;
+mod fields;
 mod kinds;
 mod openapi;
+mod openapi_v2;
+mod protobuf;
 mod schemas;
+mod stream;
 mod table;
 
 use crate::api::kinds::{Kind, Workload};
@@ -37,13 +42,14 @@ use std::time::Duration;
 pub(crate) fn router(api: Api) -> Router {
     Router::new()
         .route("/version", get(|| async { json_response(StatusCode::OK, &discovery::version()) }))
-        .route("/api", get(|| async { json_response(StatusCode::OK, &discovery::core_versions()) }))
-        .route("/apis", get(|| async { json_response(StatusCode::OK, &discovery::group_list()) }))
+        .route("/api", get(|headers: HeaderMap| async move { discover(&headers, true) }))
+        .route("/apis", get(|headers: HeaderMap| async move { discover(&headers, false) }))
         .route("/api/v1", get(|| async { group_version("", "v1") }))
         .route(
             "/apis/{group}/{version}",
             get(|Path((g, v)): Path<(String, String)>| async move { group_version(&g, &v) }),
         )
+        .route("/openapi/v2", get(|headers: HeaderMap| async move { openapi_v2(&headers) }))
         .route("/openapi/v3", get(|| async { json_response(StatusCode::OK, &openapi::root()) }))
         .route(
             "/openapi/v3/{*path}",
@@ -54,9 +60,41 @@ pub(crate) fn router(api: Api) -> Router {
                 }
             }),
         )
+        .merge(stream::routes())
         .route("/api/v1/{*path}", any(core))
         .route("/apis/{group}/{version}/{*path}", any(grouped))
         .with_state(api)
+}
+
+/// /api or /apis: the aggregated discovery document when the client
+/// accepts one, else the list of versions or groups.
+fn discover(headers: &HeaderMap, core: bool) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or("");
+    match discovery::aggregated_version(accept) {
+        Some(version) => {
+            let mut response = json_response(StatusCode::OK, &discovery::aggregated(core, version));
+            if let Ok(value) =
+                header::HeaderValue::from_str(&discovery::aggregated_content_type(version))
+            {
+                response.headers_mut().insert(header::CONTENT_TYPE, value);
+            }
+            response
+        }
+        None if core => json_response(StatusCode::OK, &discovery::core_versions()),
+        None => json_response(StatusCode::OK, &discovery::group_list()),
+    }
+}
+
+/// The Swagger 2.0 document, as protobuf when the client asks for it.
+fn openapi_v2(headers: &HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or("");
+    if accept.contains(openapi_v2::PROTOBUF) {
+        let body = openapi_v2::protobuf();
+        // Go's media-type parser refuses the '@' in the requested type, so
+        // the answer goes out as plain bytes (as Kubernetes sends it).
+        return ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
+    }
+    json_response(StatusCode::OK, openapi_v2::document())
 }
 
 fn group_version(group: &str, version: &str) -> Response {
@@ -90,9 +128,75 @@ struct Call {
     query: HashMap<String, String>,
     headers: HeaderMap,
     body: Bytes,
+    /// Warnings for the client, sent as Warning headers.
+    warnings: std::sync::Mutex<Vec<String>>,
 }
 
 impl Call {
+    fn new(method: Method, uri: &Uri, headers: HeaderMap, body: Bytes) -> Call {
+        let query = parse_query(uri.query().unwrap_or(""));
+        Call { method, query, headers, body, warnings: Default::default() }
+    }
+
+    fn warn(&self, warning: String) {
+        if let Ok(mut warnings) = self.warnings.lock() {
+            warnings.push(warning);
+        }
+    }
+
+    /// The response with the request's warnings as `Warning: 299` headers.
+    fn with_warnings(&self, mut response: Response) -> Response {
+        let warnings = self.warnings.lock().map(|w| w.clone()).unwrap_or_default();
+        for warning in warnings {
+            let quoted = warning.replace('\\', "\\\\").replace('"', "\\\"");
+            let text = format!("299 - \"{quoted}\"");
+            if let Ok(value) = header::HeaderValue::from_str(&text) {
+                response.headers_mut().append(header::WARNING, value);
+            }
+        }
+        response
+    }
+
+    fn field_validation(&self) -> Result<fields::Mode, ApiError> {
+        fields::Mode::parse(self.param("fieldValidation"))
+    }
+
+    /// The body as JSON: from JSON, YAML or Kubernetes' protobuf.
+    fn json_body(&self) -> Result<Value, ApiError> {
+        if self.content_type().starts_with(protobuf::CONTENT_TYPE) {
+            return protobuf::to_json(&self.body);
+        }
+        if self.content_type().contains("yaml") {
+            let text = std::str::from_utf8(&self.body)
+                .map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))?;
+            return berth_proto::from_yaml(text)
+                .map_err(|e| ApiError::BadRequest(format!("the body is not YAML: {e}")));
+        }
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))
+    }
+
+    /// Fields a body names twice, by fieldValidation: refused (Strict) or
+    /// warned about (Warn). The last one named counts.
+    fn check_duplicates(&self, mode: fields::Mode) -> Result<(), ApiError> {
+        let text = self.content_type();
+        if mode == fields::Mode::Ignore || text.contains("yaml") || text.contains("protobuf") {
+            return Ok(());
+        }
+        let duplicates = fields::duplicate_fields(&self.body);
+        if mode == fields::Mode::Strict && !duplicates.is_empty() {
+            let list: Vec<String> =
+                duplicates.iter().map(|d| format!("{d}: duplicate field")).collect();
+            return Err(ApiError::BadRequest(format!(
+                "strict decoding error: {}",
+                list.join(", ")
+            )));
+        }
+        for d in duplicates {
+            self.warn(format!("duplicate field \"{d}\""));
+        }
+        Ok(())
+    }
     fn param(&self, name: &str) -> &str {
         self.query.get(name).map(String::as_str).unwrap_or("")
     }
@@ -115,8 +219,30 @@ impl Call {
         self.headers.get(header::CONTENT_TYPE).and_then(|c| c.to_str().ok()).unwrap_or("")
     }
 
-    /// The body as an object: JSON or YAML, decoded strictly.
-    fn object<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+    /// The body as an object of `kind` (in `group`), with unknown and
+    /// duplicate fields handled as fieldValidation says.
+    fn object<T: DeserializeOwned>(&self, group: &str, kind: &str) -> Result<T, ApiError> {
+        let mode = self.field_validation()?;
+        self.check_duplicates(mode)?;
+        let protobuf = self.content_type().starts_with(protobuf::CONTENT_TYPE);
+        if mode == fields::Mode::Strict && !protobuf {
+            return self.strict_object();
+        }
+        let mut value = self.json_body()?;
+        if mode != fields::Mode::Strict {
+            for path in fields::prune_unknown(group, kind, &mut value) {
+                if mode == fields::Mode::Warn {
+                    self.warn(format!("unknown field \"{path}\""));
+                }
+            }
+        }
+        let bytes = serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.to_string()))?;
+        berth_proto::from_json(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("strict decoding error: {e}")))
+    }
+
+    /// The body decoded strictly from its text, so errors carry positions.
+    fn strict_object<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         let decoded = if self.content_type().contains("yaml") {
             let text = std::str::from_utf8(&self.body)
                 .map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))?;
@@ -211,8 +337,7 @@ async fn core(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let query = parse_query(uri.query().unwrap_or(""));
-    serve(api, "", &path, Call { method, query, headers, body }).await
+    serve(api, "", &path, Call::new(method, &uri, headers, body)).await
 }
 
 async fn grouped(
@@ -223,14 +348,13 @@ async fn grouped(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let query = parse_query(uri.query().unwrap_or(""));
     if version != "v1" {
         return error(ApiError::NotFound {
             kind: "groupversion".into(),
             name: format!("{group}/{version}"),
         });
     }
-    serve(api, &group, &path, Call { method, query, headers, body }).await
+    serve(api, &group, &path, Call::new(method, &uri, headers, body)).await
 }
 
 async fn serve(api: Api, group: &str, path: &str, call: Call) -> Response {
@@ -238,19 +362,27 @@ async fn serve(api: Api, group: &str, path: &str, call: Call) -> Response {
         Ok(t) => t,
         Err(e) => return error(e),
     };
-    if call.content_type().contains("protobuf") {
-        // Kubernetes' protobuf encoding is not served; clients fall back to
-        // JSON on this answer.
-        let status = ApiError::UnsupportedMediaType(call.content_type().to_string()).status();
-        return json_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, &status);
-    }
-    if !call.param("dryRun").is_empty() {
-        return error(ApiError::BadRequest("dryRun is not supported by this server yet".into()));
-    }
+    let api = match call.param("dryRun") {
+        "" => api,
+        "All" => api.dry_run(),
+        other => {
+            return error(ApiError::BadRequest(format!(
+                "dryRun {other:?} is not supported (only All)"
+            )))
+        }
+    };
+    let api = match call.param("fieldManager") {
+        "" => api,
+        m if m.len() > 128 => {
+            return error(ApiError::BadRequest("fieldManager is longer than 128 bytes".into()))
+        }
+        m => api.field_manager(m),
+    };
     let result = match target.kind.kind {
         "Namespace" => handle::<Namespace>(&api, &target, &call).await,
         "Node" => handle::<Node>(&api, &target, &call).await,
         "Pod" if target.subresource == "binding" => bind(&api, &target, &call).await,
+        "Pod" if target.subresource == "eviction" => eviction::evict(&api, &target, &call).await,
         "Pod" => handle::<Pod>(&api, &target, &call).await,
         "Event" => handle::<Event>(&api, &target, &call).await,
         "Deployment" if target.subresource == "scale" => {
@@ -264,7 +396,7 @@ async fn serve(api: Api, group: &str, path: &str, call: Call) -> Response {
         "Lease" => handle::<Lease>(&api, &target, &call).await,
         _ => Err(ApiError::NotFound { kind: "resource".into(), name: path.into() }),
     };
-    result.unwrap_or_else(error)
+    call.with_warnings(result.unwrap_or_else(error))
 }
 
 fn method_not_allowed(call: &Call) -> ApiError {
@@ -330,7 +462,7 @@ where
             respond(call, StatusCode::OK, kind, &list)
         }
         (&Method::POST, true) => {
-            let mut object: T = call.object()?;
+            let mut object: T = call.object(group_of::<T>(), kind)?;
             let meta = object.metadata_mut();
             if T::NAMESPACED {
                 if meta.namespace.is_empty() {
@@ -357,7 +489,7 @@ where
             let mut deleted = Vec::new();
             for item in listed.items {
                 let meta = item.metadata();
-                let request = delete_request(&meta.namespace, &meta.name, call)?;
+                let (request, api) = delete_request(api, &meta.namespace, &meta.name, call)?;
                 match api.delete::<T>(&head, &request).await {
                     Ok(object) => deleted.push(object),
                     Err(ApiError::NotFound { .. }) => {}
@@ -377,7 +509,7 @@ where
             respond(call, StatusCode::OK, kind, &object)
         }
         (&Method::PUT, false) => {
-            let mut object: T = call.object()?;
+            let mut object: T = call.object(group_of::<T>(), kind)?;
             let meta = object.metadata_mut();
             if meta.name != name {
                 return Err(ApiError::BadRequest(format!(
@@ -395,17 +527,24 @@ where
             respond(call, StatusCode::OK, kind, &updated)
         }
         (&Method::PATCH, false) if sub.is_empty() => {
+            let patch_type = call.content_type().split(';').next().unwrap_or("").trim();
+            if patch_type == APPLY_PATCH {
+                let config = apply_config(call, group_of::<T>(), kind)?;
+                let force = matches!(call.param("force"), "true" | "1");
+                let applied: T = api.apply(&head, ns, name, &config, force).await?;
+                return respond(call, StatusCode::OK, kind, &applied);
+            }
             let request = PatchRequest {
                 namespace: ns.into(),
                 name: name.into(),
-                patch_type: call.content_type().split(';').next().unwrap_or("").trim().into(),
-                patch: call.body.to_vec(),
+                patch_type: patch_type.into(),
+                patch: patch_body(call, patch_type, group_of::<T>(), kind)?,
             };
             let patched: T = api.patch(&head, &request).await?;
             respond(call, StatusCode::OK, kind, &patched)
         }
         (&Method::DELETE, false) if sub.is_empty() => {
-            let request = delete_request(ns, name, call)?;
+            let (request, api) = delete_request(api, ns, name, call)?;
             let deleted: T = api.delete(&head, &request).await?;
             respond(call, StatusCode::OK, kind, &deleted)
         }
@@ -413,13 +552,88 @@ where
     }
 }
 
-/// DeleteOptions from the body and the query.
-fn delete_request(namespace: &str, name: &str, call: &Call) -> Result<DeleteRequest, ApiError> {
-    let options: Value = if call.body.is_empty() {
-        json!({})
-    } else {
-        serde_json::from_slice(&call.body)
-            .map_err(|e| ApiError::BadRequest(format!("DeleteOptions is not JSON: {e}")))?
+/// The content type of a server-side apply.
+const APPLY_PATCH: &str = "application/apply-patch+yaml";
+
+/// A server-side apply's configuration (YAML, or JSON, which is YAML too),
+/// with the fields the kind lacks dropped when fieldValidation is Warn or
+/// Ignore; the apply itself decodes it strictly.
+fn apply_config(call: &Call, group: &str, kind: &str) -> Result<Value, ApiError> {
+    if call.param("fieldManager").is_empty() {
+        return Err(ApiError::BadRequest(
+            "PATCH with application/apply-patch+yaml requires the fieldManager parameter".into(),
+        ));
+    }
+    let mode = call.field_validation()?;
+    let text = std::str::from_utf8(&call.body)
+        .map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))?;
+    let mut config: Value = berth_proto::from_yaml(text)
+        .map_err(|e| ApiError::BadRequest(format!("the apply configuration is not YAML: {e}")))?;
+    if mode != fields::Mode::Strict {
+        for path in fields::prune_unknown(group, kind, &mut config) {
+            if mode == fields::Mode::Warn {
+                call.warn(format!("unknown field \"{path}\""));
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// The group of a kind, from its apiVersion ("" for the core group).
+fn group_of<T: Kind>() -> &'static str {
+    T::API_VERSION.rsplit_once('/').map_or("", |(group, _)| group)
+}
+
+/// A merge or strategic patch with the fields the kind lacks dropped, when
+/// fieldValidation is Warn or Ignore (Strict: the patched object's strict
+/// decoding refuses them).
+fn patch_body(call: &Call, patch_type: &str, group: &str, kind: &str) -> Result<Vec<u8>, ApiError> {
+    let mode = call.field_validation()?;
+    call.check_duplicates(mode)?;
+    let object_patch = matches!(
+        patch_type,
+        "application/merge-patch+json" | "application/strategic-merge-patch+json"
+    );
+    if mode == fields::Mode::Strict || !object_patch {
+        return Ok(call.body.to_vec());
+    }
+    let mut patch: Value = serde_json::from_slice(&call.body)
+        .map_err(|e| ApiError::BadRequest(format!("the patch is not JSON: {e}")))?;
+    for path in fields::prune_unknown(group, kind, &mut patch) {
+        if mode == fields::Mode::Warn {
+            call.warn(format!("unknown field \"{path}\""));
+        }
+    }
+    serde_json::to_vec(&patch).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// DeleteOptions from the body (JSON, YAML or protobuf) and the query, and
+/// the API to delete through (a dry-run one when the options say dryRun).
+fn delete_request(
+    api: &Api,
+    namespace: &str,
+    name: &str,
+    call: &Call,
+) -> Result<(DeleteRequest, Api), ApiError> {
+    let options: Value = if call.body.is_empty() { json!({}) } else { call.json_body()? };
+    delete_options(api, namespace, name, &options, call)
+}
+
+/// A DeleteRequest from DeleteOptions, where the query's parameters win.
+/// DeleteOptions carry dryRun themselves (`kubectl delete --dry-run=server`,
+/// evictions); it means what the query parameter means.
+fn delete_options(
+    api: &Api,
+    namespace: &str,
+    name: &str,
+    options: &Value,
+    call: &Call,
+) -> Result<(DeleteRequest, Api), ApiError> {
+    let api = match options.get("dryRun").and_then(Value::as_array) {
+        None => api.clone(),
+        Some(modes) if modes.is_empty() => api.clone(),
+        Some(modes) if modes.iter().all(|m| m == "All") => api.clone().dry_run(),
+        Some(_) => return Err(ApiError::BadRequest("dryRun must be [\"All\"]".into())),
     };
     let grace = match call.param("gracePeriodSeconds") {
         "" => options.get("gracePeriodSeconds").and_then(Value::as_i64),
@@ -437,7 +651,7 @@ fn delete_request(namespace: &str, name: &str, call: &Call) -> Result<DeleteRequ
         ("", Some(true)) => "Orphan".to_string(),
         _ => policy,
     };
-    Ok(DeleteRequest {
+    let request = DeleteRequest {
         namespace: namespace.into(),
         name: name.into(),
         grace_period_seconds: grace,
@@ -447,7 +661,8 @@ fn delete_request(namespace: &str, name: &str, call: &Call) -> Result<DeleteRequ
             .and_then(Value::as_str)
             .unwrap_or("")
             .into(),
-    })
+    };
+    Ok((request, api))
 }
 
 /// A watch as a stream of JSON events, one per line; a lost watch window
@@ -498,7 +713,7 @@ async fn bind(api: &Api, target: &Target, call: &Call) -> Result<Response, ApiEr
     if call.method != Method::POST {
         return Err(method_not_allowed(call));
     }
-    let mut binding: Binding = call.object()?;
+    let mut binding: Binding = call.object("", "Binding")?;
     let meta = binding.metadata.get_or_insert_with(Default::default);
     if meta.name.is_empty() {
         meta.name = target.name.clone();

@@ -1,7 +1,7 @@
 //! OpenAPI v3 documents: one per group version, with an operation per
 //! resource path. kubectl reads the PATCH operations' parameters to learn
-//! that the server validates fields itself (fieldValidation=Strict, which
-//! berth's strict decoding always does), and then leaves validation to it.
+//! that the server validates fields itself (the fieldValidation parameter),
+//! and then leaves validation to it.
 
 use super::kinds::KINDS;
 use serde_json::{json, Map, Value};

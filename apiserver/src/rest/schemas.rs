@@ -26,6 +26,7 @@ fn scalar_message(type_name: &str) -> Option<Value> {
         ".berth.meta.v1.Time" | ".berth.meta.v1.MicroTime" => {
             json!({"type": "string", "format": "date-time"})
         }
+        ".berth.meta.v1.FieldsV1" => json!({"type": "object"}),
         ".berth.meta.v1.Quantity" | ".berth.meta.v1.IntOrString" => {
             json!({"x-kubernetes-int-or-string": true, "anyOf": [{"type": "integer"}, {"type": "string"}]})
         }

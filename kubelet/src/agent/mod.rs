@@ -1,12 +1,18 @@
 //! The node agent's control-plane side: it registers its Node, keeps the
 //! Node's status current, and renews the node's Lease in kube-node-lease
 //! so the node lifecycle controller knows it is alive. Running the pods
-//! bound to the node, through CRI, builds on this.
+//! bound to the node, through CRI, builds on this, and so does the stream
+//! server through which API peers reach the pods' logs and exec.
 
 mod lease;
+mod logs;
 mod node;
 mod pods;
+mod probes;
+mod pulls;
 mod resources;
+mod stream;
+mod volumes;
 
 use berth_client::Client;
 use std::time::Duration;
@@ -43,6 +49,16 @@ pub struct AgentConfig {
     /// development cluster); a production node leaves them running so a
     /// restarted agent finds them again.
     pub stop_pods_on_exit: bool,
+    /// Device plugins: where the Registration socket and the allocation
+    /// checkpoint live, and their timings; None serves no device plugins.
+    pub devices: Option<crate::devices::DeviceConfig>,
+    /// The cluster secret API servers present to reach this node's logs
+    /// and exec; without it (or without a CRI socket) the node serves
+    /// neither.
+    pub cluster_secret: Option<String>,
+    /// The port of the stream server for logs and exec, on `node_ip`
+    /// (0: any free port); the Node publishes the one it got.
+    pub kubelet_port: u16,
 }
 
 impl AgentConfig {
@@ -59,6 +75,9 @@ impl AgentConfig {
             cri_socket: None,
             pod_workers: 4,
             stop_pods_on_exit: false,
+            devices: None,
+            cluster_secret: None,
+            kubelet_port: 0,
         }
     }
 }
@@ -72,6 +91,10 @@ pub enum AgentError {
     Api(#[from] berth_client::Error),
     #[error("cannot reach the CRI runtime: {0}")]
     Runtime(#[from] tonic::transport::Error),
+    #[error("cannot listen for logs and exec on {addr}: {source}")]
+    Streams { addr: String, source: std::io::Error },
+    #[error("device plugins: {0}")]
+    Devices(#[from] crate::devices::DevicesError),
 }
 
 /// Registers the node and keeps its status and Lease current until `stop`.
@@ -83,7 +106,21 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<(), AgentError> {
     let machine = node::Machine::read(config)?;
-    let nodes = node::NodeWriter::new(client, config, machine);
+    let (devices, serving_devices) = match &config.devices {
+        Some(c) => {
+            let (manager, serving) = crate::devices::DeviceManager::start(c.clone(), stop.clone())?;
+            (Some(manager), Some(serving))
+        }
+        None => (None, None),
+    };
+    let serving_devices = async {
+        if let Some(serving) = serving_devices {
+            serving.await
+        }
+    };
+    let (streams, config) = stream_server(config).await?;
+    let config = &config;
+    let nodes = node::NodeWriter::new(client, config, machine, devices.clone());
     // Register first, so the Lease can name the Node as its owner.
     let uid = loop {
         match nodes.register().await {
@@ -108,6 +145,7 @@ pub async fn run(
             &config.node_ip,
             socket,
             logs,
+            devices,
             stop.clone(),
         )
         .await?;
@@ -117,7 +155,45 @@ pub async fn run(
         }
         Ok::<(), AgentError>(())
     };
-    let (_, _, pods) =
-        tokio::join!(heartbeat.run(stop.clone()), nodes.keep_current(stop.clone()), pods);
+    let streams = async {
+        if let Some((server, socket, secret)) = streams {
+            if let Err(e) = server.serve(socket, secret, stop.clone()).await {
+                tracing::error!(error = %e, "the node's stream server failed");
+            }
+        }
+    };
+    let (_, _, pods, _, _) = tokio::join!(
+        heartbeat.run(stop.clone()),
+        nodes.keep_current(stop.clone()),
+        pods,
+        serving_devices,
+        streams
+    );
     pods
+}
+
+/// Binds the stream server for logs and exec where the node has a runtime
+/// and a cluster secret; the config returned carries the port it got (0:
+/// none), which the Node publishes.
+async fn stream_server(
+    config: &AgentConfig,
+) -> Result<(Option<(stream::StreamServer, std::path::PathBuf, String)>, AgentConfig), AgentError> {
+    let mut config = config.clone();
+    let (Some(socket), Some(secret)) = (&config.cri_socket, &config.cluster_secret) else {
+        config.kubelet_port = 0;
+        return Ok((None, config));
+    };
+    let addr = format!("{}:{}", config.node_ip, config.kubelet_port);
+    let parsed = match config.node_ip.parse::<std::net::IpAddr>() {
+        Ok(ip) => std::net::SocketAddr::new(ip, config.kubelet_port),
+        Err(e) => {
+            return Err(AgentError::Streams { addr, source: std::io::Error::other(e.to_string()) })
+        }
+    };
+    let server = stream::StreamServer::bind(parsed)
+        .await
+        .map_err(|source| AgentError::Streams { addr, source })?;
+    let served = (server, socket.clone(), secret.clone());
+    config.kubelet_port = served.0.port();
+    Ok((Some(served), config))
 }

@@ -2,6 +2,7 @@
 //! current (written when it changes, and every report period regardless).
 
 use super::{AgentConfig, AgentError};
+use crate::devices::DeviceManager;
 use berth_client::{Api, Client};
 use berth_proto::core_v1::{
     Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo,
@@ -108,11 +109,18 @@ pub(super) struct NodeWriter {
     nodes: Api<Node>,
     config: AgentConfig,
     machine: Machine,
+    /// Extended resources advertised by device plugins.
+    devices: Option<DeviceManager>,
 }
 
 impl NodeWriter {
-    pub(super) fn new(client: &Client, config: &AgentConfig, machine: Machine) -> NodeWriter {
-        NodeWriter { nodes: Api::all(client), config: config.clone(), machine }
+    pub(super) fn new(
+        client: &Client,
+        config: &AgentConfig,
+        machine: Machine,
+        devices: Option<DeviceManager>,
+    ) -> NodeWriter {
+        NodeWriter { nodes: Api::all(client), config: config.clone(), machine, devices }
     }
 
     fn labels(&self) -> BTreeMap<String, String> {
@@ -144,13 +152,22 @@ impl NodeWriter {
                 message: message.into(),
             }
         };
+        let mut capacity = resources(m.milli_cpu, m.memory_bytes, m.storage_bytes);
+        let mut allocatable = resources(
+            m.milli_cpu - r.milli_cpu,
+            m.memory_bytes - r.memory_bytes,
+            m.storage_bytes - r.ephemeral_storage_bytes,
+        );
+        // Device plugins' resources: an unhealthy device counts in
+        // capacity only.
+        for (name, count) in self.devices.iter().flat_map(|d| d.counts()) {
+            let q = |n: i64| Quantity::from_int(n, QuantityFormat::DecimalSI);
+            capacity.insert(name.clone(), q(count.capacity));
+            allocatable.insert(name, q(count.allocatable));
+        }
         NodeStatus {
-            capacity: resources(m.milli_cpu, m.memory_bytes, m.storage_bytes),
-            allocatable: resources(
-                m.milli_cpu - r.milli_cpu,
-                m.memory_bytes - r.memory_bytes,
-                m.storage_bytes - r.ephemeral_storage_bytes,
-            ),
+            capacity,
+            allocatable,
             conditions: vec![
                 condition(
                     "MemoryPressure",
@@ -177,6 +194,14 @@ impl NodeWriter {
                 NodeAddress { r#type: "Hostname".into(), address: self.config.node_name.clone() },
             ],
             node_info: Some(m.info.clone()),
+            // Where API servers reach this node's logs and exec.
+            daemon_endpoints: (self.config.kubelet_port > 0).then(|| {
+                berth_proto::core_v1::NodeDaemonEndpoints {
+                    kubelet_endpoint: Some(berth_proto::core_v1::DaemonEndpoint {
+                        port: i32::from(self.config.kubelet_port),
+                    }),
+                }
+            }),
             ..Default::default()
         }
     }
@@ -213,12 +238,25 @@ impl NodeWriter {
     }
 
     /// Writes the status every report period (conditions carry the
-    /// heartbeat time), until `stop`.
+    /// heartbeat time), and at once when a device count changes, until
+    /// `stop`.
     pub(super) async fn keep_current(&self, stop: CancellationToken) {
+        let mut devices = self.devices.as_ref().map(|d| d.changes());
         loop {
+            let device_change = async {
+                match devices.as_mut() {
+                    Some(changes) => {
+                        if changes.changed().await.is_err() {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(self.config.status_report) => {}
+                _ = device_change => {}
             }
             let written = async {
                 let mut node = self.nodes.get(&self.config.node_name).await?;

@@ -29,12 +29,20 @@ const UID: &str = "io.kubernetes.pod.uid";
 const NAME: &str = "io.kubernetes.pod.name";
 const NAMESPACE: &str = "io.kubernetes.pod.namespace";
 const CONTAINER: &str = "io.kubernetes.container.name";
+/// The node whose agent made a sandbox: housekeeping removes only its own.
+const NODE: &str = "io.berth.node.name";
 
 /// Kubernetes' crash back-off: 10 s, doubling, at most 5 minutes.
 const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// A container that ran this long before it exited restarts without
+/// back-off (Kubernetes forgets a back-off after twice its maximum).
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
 /// How often running pods are looked at again for exits.
 const RESYNC: Duration = Duration::from_secs(1);
+/// How often sandboxes and volumes of pods gone from the API are looked
+/// for (also once at start, after a restart of the agent).
+const HOUSEKEEPING: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 enum SyncError {
@@ -42,6 +50,10 @@ enum SyncError {
     Runtime(#[from] tonic::Status),
     #[error("the API: {0}")]
     Api(#[from] berth_client::Error),
+    #[error("{0}")]
+    Volume(#[from] super::volumes::VolumeError),
+    #[error("devices: {0}")]
+    Devices(#[from] crate::devices::DevicesError),
 }
 
 /// The pod's sandbox, as its containers are created in it.
@@ -50,6 +62,7 @@ struct SandboxRef<'a> {
     id: &'a str,
     config: &'a cri::PodSandboxConfig,
     labels: &'a BTreeMap<String, String>,
+    volumes: &'a super::volumes::PodVolumes,
 }
 
 /// The CRI runtime, reached over its unix socket.
@@ -60,6 +73,7 @@ struct Runtime {
 }
 
 pub(super) struct PodWorkers {
+    node: String,
     node_ip: String,
     logs: PathBuf,
     client: Client,
@@ -72,6 +86,14 @@ pub(super) struct PodWorkers {
     known: Mutex<HashMap<String, String>>,
     /// Status last written per pod, to write only changes.
     written: Mutex<HashMap<String, PodStatus>>,
+    /// Liveness, readiness and startup probe workers.
+    probes: super::probes::Prober,
+    /// Image pulls and their back-off.
+    pulls: super::pulls::Puller,
+    /// emptyDir and hostPath volumes.
+    volumes: super::volumes::Volumes,
+    /// Device plugins' devices, allocated at admission.
+    devices: Option<crate::devices::DeviceManager>,
 }
 
 impl PodWorkers {
@@ -82,6 +104,7 @@ impl PodWorkers {
         node_ip: &str,
         socket: &std::path::Path,
         logs: PathBuf,
+        devices: Option<crate::devices::DeviceManager>,
         stop: CancellationToken,
     ) -> Result<(Arc<PodWorkers>, impl std::future::Future<Output = ()>), tonic::transport::Error>
     {
@@ -105,16 +128,29 @@ impl PodWorkers {
             on_change.add(berth_client::key(change.object().as_ref()))
         });
         let (events, writer) = EventRecorder::new(client, node);
+        let events = events.for_component("kubelet");
+        let probes =
+            super::probes::Prober::new(cri.runtime.clone(), events.clone(), queue.clone(), node_ip);
+        let pulls = super::pulls::Puller::new(cri.images.clone(), events.clone());
+        // Beside the pods' log directories, in the agent's root.
+        let volumes = super::volumes::Volumes::new(
+            logs.parent().map_or_else(|| logs.join("volumes"), |root| root.join("volumes")),
+        );
         let workers = Arc::new(PodWorkers {
+            node: node.into(),
             node_ip: node_ip.into(),
             logs,
             client: client.clone(),
             cri,
             cache: informer.cache(),
             queue,
-            events: events.for_component("kubelet"),
+            events,
             known: Default::default(),
             written: Default::default(),
+            probes,
+            pulls,
+            volumes,
+            devices,
         });
         let informing = futures::future::join(informer.run(stop.clone()), writer.run(stop.clone()));
         Ok((workers, async move {
@@ -140,9 +176,59 @@ impl PodWorkers {
                 }
             });
         }
-        stop.cancelled().await;
+        // The first round runs at once: a restarted agent cleans up what
+        // belongs to pods deleted while it was down.
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = housekeeping.tick() => {
+                    if let Err(e) = self.housekeeping().await {
+                        tracing::warn!(error = %e, "housekeeping failed; retrying");
+                    }
+                }
+            }
+        }
         self.queue.shut_down();
         while workers.join_next().await.is_some() {}
+        self.probes.stop_all();
+    }
+
+    /// Removes the sandboxes (with their containers) and volumes of pods
+    /// the API no longer has.
+    async fn housekeeping(&self) -> Result<(), SyncError> {
+        let live: std::collections::HashSet<String> = self
+            .cache
+            .list()
+            .iter()
+            .filter_map(|p| p.metadata.as_ref().map(|m| m.uid.clone()))
+            .collect();
+        let sandboxes = self
+            .cri
+            .runtime
+            .clone()
+            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await?
+            .into_inner()
+            .items;
+        let mut orphans: Vec<String> = sandboxes
+            .iter()
+            .filter(|s| s.labels.get(NODE) == Some(&self.node))
+            .filter_map(|s| s.labels.get(UID))
+            .filter(|uid| !live.contains(*uid))
+            .cloned()
+            .collect();
+        orphans.extend(self.volumes.pods().into_iter().filter(|uid| !live.contains(uid)));
+        orphans.sort();
+        orphans.dedup();
+        if let Some(devices) = &self.devices {
+            devices.retain_pods(&live);
+        }
+        for uid in orphans {
+            tracing::info!(pod = %uid, "removing what is left of a pod no longer bound here");
+            self.teardown(&uid, 0).await?;
+        }
+        Ok(())
     }
 
     async fn sync(&self, key: &str) -> Result<(), SyncError> {
@@ -177,6 +263,9 @@ impl PodWorkers {
             }
             return Ok(());
         }
+        if !self.admit_devices(&pod).await? {
+            return Ok(());
+        }
         let status = self.run_pod(&pod).await?;
         self.report(&pod, status).await
     }
@@ -204,6 +293,8 @@ impl PodWorkers {
     /// Stops every container of the pod (SIGTERM, `grace` seconds, then
     /// SIGKILL) and removes its sandboxes.
     async fn teardown(&self, uid: &str, grace: i64) -> Result<(), SyncError> {
+        self.probes.forget(uid);
+        self.pulls.forget(uid);
         let mut runtime = self.cri.runtime.clone();
         let sandboxes = runtime
             .list_pod_sandbox(cri::ListPodSandboxRequest {
@@ -245,6 +336,11 @@ impl PodWorkers {
                 })
                 .await?;
         }
+        // Last, once no container uses them.
+        self.volumes.remove(uid)?;
+        if let Some(devices) = &self.devices {
+            devices.release(uid);
+        }
         Ok(())
     }
 
@@ -257,6 +353,7 @@ impl PodWorkers {
             (UID.to_string(), meta.uid.clone()),
             (NAME.to_string(), meta.name.clone()),
             (NAMESPACE.to_string(), meta.namespace.clone()),
+            (NODE.to_string(), self.node.clone()),
         ]
         .into();
         let sandbox_config = cri::PodSandboxConfig {
@@ -283,6 +380,9 @@ impl PodWorkers {
             }),
             ..Default::default()
         };
+        let volumes = self.volumes.prepare(pod).inspect_err(|e| {
+            self.events.warning(pod, "FailedMount", e.to_string());
+        })?;
         let sandboxes = runtime
             .list_pod_sandbox(cri::ListPodSandboxRequest {
                 filter: Some(cri::PodSandboxFilter {
@@ -328,7 +428,12 @@ impl PodWorkers {
             .await?
             .into_inner()
             .containers;
-        let here = SandboxRef { id: &sandbox, config: &sandbox_config, labels: &labels };
+        let here = SandboxRef {
+            id: &sandbox,
+            config: &sandbox_config,
+            labels: &labels,
+            volumes: &volumes,
+        };
         // Init containers run one after another, each to a successful exit;
         // the pod's containers start only once all of them have.
         let init_policy = if spec.restart_policy == "Never" { "Never" } else { "OnFailure" };
@@ -357,6 +462,7 @@ impl PodWorkers {
                 self.container_status(c, None, 0, Some("PodInitializing"))
             });
         }
+        self.probes.apply(pod, &pod_ip, &mut statuses);
         let mut status = self.pod_status(pod, statuses, initialized);
         if init_failed {
             status.phase = "Failed".into();
@@ -377,7 +483,7 @@ impl PodWorkers {
         restart_policy: &str,
         sandbox: &SandboxRef<'_>,
     ) -> Result<ContainerStatus, SyncError> {
-        let SandboxRef { id: sandbox, config: sandbox_config, labels } = *sandbox;
+        let SandboxRef { id: sandbox, config: sandbox_config, labels, volumes } = *sandbox;
         let mut runtime = self.cri.runtime.clone();
         let mut attempts: Vec<&cri::Container> =
             existing.iter().filter(|x| x.labels.get(CONTAINER) == Some(&c.name)).collect();
@@ -405,9 +511,16 @@ impl PodWorkers {
                     "OnFailure" => s.exit_code != 0,
                     _ => true,
                 };
-                // Back-off since the last exit, doubling per restart.
-                let wait =
-                    BACKOFF_START.saturating_mul(1 << restarts.clamp(0, 5) as u32).min(BACKOFF_MAX);
+                // As Kubernetes: the first restart at once, then a back-off
+                // since the last exit, doubling per restart; none after a
+                // long run.
+                let ran = Duration::from_nanos((s.finished_at - s.started_at).max(0) as u64);
+                let wait = if restarts == 0 || ran >= BACKOFF_RESET {
+                    Duration::ZERO
+                } else {
+                    let doublings = (restarts - 1).clamp(0, 5) as u32;
+                    BACKOFF_START.saturating_mul(1 << doublings).min(BACKOFF_MAX)
+                };
                 let finished = Duration::from_nanos(s.finished_at.max(0) as u64);
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -440,29 +553,22 @@ impl PodWorkers {
         }
         // The container is made from the image's id, as Kubernetes'
         // kubelet does: a name may point elsewhere by the time of use.
-        let wanted = Some(cri::ImageSpec { image: c.image.clone(), ..Default::default() });
-        let mut images = self.cri.images.clone();
-        let present = images
-            .image_status(cri::ImageStatusRequest { image: wanted.clone(), verbose: false })
-            .await?
-            .into_inner()
-            .image
-            .map(|i| i.id);
-        let image_ref = match present {
-            Some(id) if c.image_pull_policy != "Always" => id,
-            _ => {
-                self.events.normal(pod, "Pulling", format!("Pulling image {:?}", c.image));
-                let request = cri::PullImageRequest { image: wanted, ..Default::default() };
-                let pulled = images.pull_image(request).await?.into_inner().image_ref;
-                self.events.normal(pod, "Pulled", format!("Pulled image {:?}", c.image));
-                pulled
+        let image_ref = match self.pulls.image(pod, c).await? {
+            Ok(id) => id,
+            Err(waiting) => {
+                let mut status =
+                    self.container_status(c, latest.as_ref(), restarts, Some(waiting.reason));
+                if let Some(w) = status.state.as_mut().and_then(|s| s.waiting.as_mut()) {
+                    w.message = waiting.message;
+                }
+                return Ok(status);
             }
         };
         let image = Some(cri::ImageSpec { image: image_ref, ..Default::default() });
         let attempt = attempts.len() as u32;
         let mut container_labels = labels.clone();
         container_labels.insert(CONTAINER.into(), c.name.clone());
-        let config = cri::ContainerConfig {
+        let mut config = cri::ContainerConfig {
             metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt }),
             image,
             command: c.command.clone(),
@@ -475,12 +581,17 @@ impl PodWorkers {
                 .collect(),
             labels: container_labels,
             log_path: format!("{}/{attempt}.log", c.name),
+            mounts: self.volumes.mounts(volumes, c)?,
             linux: Some(cri::LinuxContainerConfig {
                 resources: Some(super::resources::container(c)),
                 ..Default::default()
             }),
             ..Default::default()
         };
+        if let Some(devices) = &self.devices {
+            let uid = pod.metadata.as_ref().map(|m| m.uid.as_str()).unwrap_or_default();
+            devices.prepare(uid, &c.name, &mut config).await?;
+        }
         let id = runtime
             .create_container(cri::CreateContainerRequest {
                 pod_sandbox_id: sandbox.to_string(),
@@ -499,6 +610,47 @@ impl PodWorkers {
             .into_inner()
             .status;
         Ok(self.container_status(c, started.as_ref(), attempts.len() as i32, None))
+    }
+
+    /// Device admission, before a pod first runs: it gets its devices
+    /// from the plugins or fails with UnexpectedAdmissionError, as in
+    /// Kubernetes; a pod that ended gives its devices back. False when the
+    /// pod must not run.
+    async fn admit_devices(&self, pod: &Pod) -> Result<bool, SyncError> {
+        const REASON: &str = "UnexpectedAdmissionError";
+        let Some(devices) = &self.devices else { return Ok(true) };
+        let status = pod.status.clone().unwrap_or_default();
+        match status.phase.as_str() {
+            "Failed" if status.reason == REASON => return Ok(false),
+            "Succeeded" | "Failed" => {
+                devices.release(&pod.metadata.clone().unwrap_or_default().uid);
+                return Ok(true);
+            }
+            "" | "Pending" => {}
+            _ => return Ok(true),
+        }
+        let e = match devices.admit(pod).await {
+            Ok(()) => return Ok(true),
+            // The plugin may be back soon (a restarted agent): retried.
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) => e,
+        };
+        let message = format!("Allocate failed due to {e}, which is unexpected");
+        tracing::warn!(pod = %berth_client::key(pod), error = %e, "pod failed device admission");
+        metrics::counter!("berth_kubelet_device_admission_failures_total").increment(1);
+        self.events.warning(pod, REASON, message.clone());
+        let failed = PodStatus {
+            phase: "Failed".into(),
+            reason: REASON.into(),
+            message,
+            host_ip: self.node_ip.clone(),
+            start_time: status.start_time.or(Some(Time::now())),
+            qos_class: super::resources::qos_class(pod).into(),
+            conditions: status.conditions,
+            ..Default::default()
+        };
+        self.report(pod, failed).await?;
+        Ok(false)
     }
 
     fn container_status(
@@ -576,8 +728,8 @@ impl PodWorkers {
     ) -> PodStatus {
         let policy = pod.spec.as_ref().map_or("Always", |s| s.restart_policy.as_str());
         let state = |c: &ContainerStatus| c.state.clone().unwrap_or_default();
-        let all_running =
-            !containers.is_empty() && containers.iter().all(|c| state(c).running.is_some());
+        // Running, and passing its readiness probe if it has one.
+        let all_ready = !containers.is_empty() && containers.iter().all(|c| c.ready);
         let all_done =
             !containers.is_empty() && containers.iter().all(|c| state(c).terminated.is_some());
         let all_ok =
@@ -620,8 +772,8 @@ impl PodWorkers {
         let mut conditions: Vec<PodCondition> =
             previous.conditions.iter().filter(|c| c.r#type == "PodScheduled").cloned().collect();
         conditions.push(condition("Initialized", initialized));
-        conditions.push(condition("ContainersReady", all_running));
-        conditions.push(condition("Ready", all_running));
+        conditions.push(condition("ContainersReady", all_ready));
+        conditions.push(condition("Ready", all_ready));
         PodStatus {
             phase: phase.into(),
             conditions,

@@ -1,7 +1,16 @@
 //! Times create+start+wait+delete of /bin/true from one busybox bundle under
-//! berth's executor, runc and crun (those installed), and prints p50/p99.
+//! berth's executor, runc and crun (those installed), and a cold pull +
+//! unpack of a multi-layer image (gzip and zstd layers) from a local
+//! docker-registry into an empty image store; prints p50/p99 tables.
 //!
-//! Usage (as root): exec-bench [ITERATIONS]   (default 100)
+//! crun refuses a hybrid cgroup host whose unified hierarchy lists a
+//! controller (hugetlb here); its runs happen last, in a private mount
+//! namespace where a tmpfs hides /sys/fs/cgroup/unified.
+//!
+//! Usage (as root): exec-bench [ITERATIONS] [PULLS]   (defaults 100 and 5)
+
+#[path = "../../tests/image_support/mod.rs"]
+mod image_support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,23 +19,103 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use berth_kubelet::executor::{Container, CreateOptions, ExitStatus, Stdio};
+use berth_kubelet::image::{ImageSource, ImageStore, PullOptions, RegistryConfig};
+use image_support::{layer, zstd_layer, LayerTar, Registry};
 
 fn main() -> Result<()> {
-    let iterations: usize = match std::env::args().nth(1) {
-        Some(n) => n.parse().context("ITERATIONS must be a number")?,
-        None => 100,
+    let mut args = std::env::args().skip(1);
+    let mut number = |name: &str, default: usize| -> Result<usize> {
+        match args.next() {
+            Some(n) => n.parse().with_context(|| format!("{name} must be a number")),
+            None => Ok(default),
+        }
     };
+    let iterations = number("ITERATIONS", 100)?;
+    let pulls = number("PULLS", 5)?;
     if !nix::unistd::geteuid().is_root() {
         bail!("exec-bench needs root");
     }
     let work = std::env::temp_dir().join(format!("berth-exec-bench-{}", std::process::id()));
-    let result = bench_all(&work, iterations);
+    let result = bench_pulls(&work, pulls).and_then(|_| bench_all(&work, iterations));
     let _ = fs::remove_dir_all(&work);
     // The per-container cgroups are gone with each delete; drop their parent too.
     if let Ok(parent) = berth_kubelet::executor::cgroups::manager_for(&cgroup_parent()) {
         let _ = parent.remove();
     }
     result
+}
+
+/// The pull benchmark's image: busybox, then four layers of 8 MiB of
+/// incompressible data each, then one of 2,000 small files.
+fn pull_layers() -> Vec<Vec<u8>> {
+    let mut layers = vec![image_support::base_layer()];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..4 {
+        let mut data = vec![0u8; 8 << 20];
+        for chunk in data.chunks_mut(8) {
+            // xorshift64: cheap bytes gzip and zstd cannot shrink.
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
+        }
+        layers
+            .push(LayerTar::default().dir("data/").file(&format!("data/blob{i}"), &data).finish());
+    }
+    let mut small = LayerTar::default();
+    small.dir("small/");
+    for i in 0..2000 {
+        small.file(&format!("small/f{i}"), format!("file {i}\n").repeat(64).as_bytes());
+    }
+    layers.push(small.finish());
+    layers
+}
+
+fn bench_pulls(work: &Path, pulls: usize) -> Result<()> {
+    if pulls == 0 {
+        return Ok(());
+    }
+    if !Path::new(image_support::REGISTRY_BIN).exists() {
+        println!("cold pull: skipped, {} is not installed\n", image_support::REGISTRY_BIN);
+        return Ok(());
+    }
+    let tars = pull_layers();
+    let tar_bytes: usize = tars.iter().map(Vec::len).sum();
+    let registry = Registry::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    println!(
+        "cold pull + unpack from a local docker-registry into an empty store, {pulls} times: \
+         {} layers, {:.1} MiB of tar\n",
+        tars.len(),
+        tar_bytes as f64 / f64::from(1 << 20)
+    );
+    println!("| layers | compressed (MiB) | p50 (ms) | p99 (ms) | mean (ms) |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (name, zstd) in [("gzip", false), ("zstd", true)] {
+        let layers = tars
+            .iter()
+            .map(|t| if zstd { zstd_layer(t.clone()) } else { layer(t.clone(), true) })
+            .collect();
+        let img = image_support::image(layers, false);
+        let size: usize = img.layers.iter().map(|l| l.bytes.len()).sum();
+        let repo = format!("bench/{name}");
+        registry.push(&repo, "v1", &img);
+        let source: ImageSource = format!("{}/{repo}:v1", registry.addr).parse()?;
+        let config =
+            RegistryConfig { plain_http: vec![registry.addr.clone()], ..Default::default() };
+        let times = bench(pulls, |i| {
+            let root = work.join(format!("store-{name}-{i}"));
+            let store = ImageStore::open(&root, config.clone())?;
+            let pulled = runtime.block_on(store.pull(&source, &PullOptions::default()));
+            drop(store);
+            let removed = fs::remove_dir_all(&root);
+            pulled?;
+            removed.with_context(|| format!("remove {}", root.display()))
+        });
+        report(&format!("{name} | {:.1}", size as f64 / f64::from(1 << 20)), times);
+    }
+    println!();
+    Ok(())
 }
 
 fn bench_all(work: &Path, iterations: usize) -> Result<()> {
@@ -40,7 +129,30 @@ fn bench_all(work: &Path, iterations: usize) -> Result<()> {
             println!("| {tool} | not installed | | |");
             continue;
         }
+        if tool == "crun" {
+            if let Err(e) = hide_unified_hierarchy() {
+                println!("| crun | failed: {} | | |", format!("{e:#}").replace('\n', " "));
+                continue;
+            }
+        }
         report(tool, bench(iterations, |i| run_cli(tool, &bundle, work, i)));
+    }
+    Ok(())
+}
+
+/// Moves this process into a private mount namespace where a tmpfs covers
+/// /sys/fs/cgroup/unified, so crun sees no controllers there. Nothing after it
+/// may need the real hierarchy; the namespace goes with the process.
+fn hide_unified_hierarchy() -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("unshare mount namespace")?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .context("make / private")?;
+    if unified.exists() {
+        // crun still writes its cgroup files there; they land in the tmpfs.
+        mount(Some("tmpfs"), unified, Some("tmpfs"), MsFlags::empty(), Some("mode=755"))
+            .context("cover /sys/fs/cgroup/unified")?;
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ mod sandbox;
 mod server;
 mod spec;
 mod state;
+mod streaming;
 
 pub use cni::CniNetwork;
 pub use error::CriError;

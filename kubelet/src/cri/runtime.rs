@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use berth_proto::cri_v1 as cri;
 use nix::sys::signal::Signal;
-use oci_spec::runtime::{ContainerState, Spec};
+use oci_spec::runtime::{ContainerState, Process, Spec};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -882,14 +882,10 @@ impl Runtime {
         Ok(())
     }
 
-    /// Runs `cmd` in the container and returns its output and exit code,
-    /// killing it after `timeout` seconds (0: no limit).
-    pub async fn exec_sync(
-        self: &Arc<Self>,
-        id: &str,
-        cmd: Vec<String>,
-        timeout: i64,
-    ) -> Result<cri::ExecSyncResponse> {
+    /// The process an exec of `cmd` runs in a running container: the
+    /// container's own, with `cmd` as its arguments (and TERM set for a
+    /// terminal, as other runtimes do).
+    pub(super) fn exec_process(&self, id: &str, cmd: Vec<String>, tty: bool) -> Result<Process> {
         let entry = self.entry(id)?;
         if entry.data().record.phase != ContainerPhase::Running {
             return Err(CriError::FailedPrecondition(format!("container {id} is not running")));
@@ -904,7 +900,38 @@ impl Runtime {
         })?;
         let mut process = spec.process().clone().unwrap_or_default();
         process.set_args(Some(cmd));
-        process.set_terminal(Some(false));
+        process.set_terminal(Some(tty));
+        if tty {
+            let mut env = process.env().clone().unwrap_or_default();
+            if !env.iter().any(|e| e.starts_with("TERM=")) {
+                env.push("TERM=xterm".into());
+            }
+            process.set_env(Some(env));
+        }
+        Ok(process)
+    }
+
+    /// Starts `process` in container `id` with `stdio` (blocking).
+    pub(super) fn spawn_exec(
+        &self,
+        id: &str,
+        process: &Process,
+        stdio: Stdio,
+    ) -> Result<executor::ExecProcess> {
+        let entry = self.entry(id)?;
+        self.with_process(&entry, |p| Ok(p.exec(process, stdio)?))
+    }
+
+    /// Runs `cmd` in the container and returns its output and exit code,
+    /// killing it after `timeout` seconds (0: no limit).
+    pub async fn exec_sync(
+        self: &Arc<Self>,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: i64,
+    ) -> Result<cri::ExecSyncResponse> {
+        let entry = self.entry(id)?;
+        let process = self.exec_process(id, cmd, false)?;
         let log = proc::exec_log_path(&self.root, id)?;
         let (pid_tx, pid_rx) = tokio::sync::oneshot::channel();
         let rt = self.clone();

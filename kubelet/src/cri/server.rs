@@ -19,6 +19,7 @@ use super::container::disk_usage;
 use super::error::{CriError, Result};
 use super::runtime::{Runtime, RuntimeConfig};
 use super::state::now_nanos;
+use super::streaming::Streams;
 use crate::image::{Image, ImageError, ImageSource, PullOptions};
 
 /// The runtime API version this service speaks.
@@ -31,6 +32,7 @@ pub struct CriServer {
     runtime: Arc<Runtime>,
     listener: UnixListener,
     socket: std::path::PathBuf,
+    streams: Arc<Streams>,
 }
 
 impl CriServer {
@@ -52,8 +54,9 @@ impl CriServer {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
             .map_err(CriError::io(&socket))?;
+        let streams = Streams::bind()?;
         tracing::info!(socket = %socket.display(), root = %runtime.root().display(), "CRI runtime service listening");
-        Ok(CriServer { runtime, listener, socket })
+        Ok(CriServer { runtime, listener, socket, streams })
     }
 
     pub fn socket(&self) -> &Path {
@@ -63,12 +66,14 @@ impl CriServer {
     /// Serves until `stop` fires, then stops the runtime's watchers and
     /// removes the socket. Containers and sandboxes keep running.
     pub async fn serve(self, stop: CancellationToken) -> Result<()> {
-        let service = Arc::new(CriService { runtime: self.runtime.clone() });
-        let served = tonic::transport::Server::builder()
+        let service =
+            Arc::new(CriService { runtime: self.runtime.clone(), streams: self.streams.clone() });
+        let grpc = tonic::transport::Server::builder()
             .add_service(RuntimeServiceServer::from_arc(service.clone()))
             .add_service(ImageServiceServer::from_arc(service))
-            .serve_with_incoming_shutdown(UnixListenerStream::new(self.listener), stop.cancelled())
-            .await;
+            .serve_with_incoming_shutdown(UnixListenerStream::new(self.listener), stop.cancelled());
+        let streams = self.streams.clone().serve(self.runtime.clone(), stop.clone());
+        let (served, ()) = tokio::join!(grpc, streams);
         self.runtime.shutdown().await;
         let _ = std::fs::remove_file(&self.socket);
         tracing::info!(socket = %self.socket.display(), "CRI runtime service stopped");
@@ -83,6 +88,7 @@ pub async fn serve(config: RuntimeConfig, stop: CancellationToken) -> Result<()>
 
 struct CriService {
     runtime: Arc<Runtime>,
+    streams: Arc<Streams>,
 }
 
 /// Runs one call, logging failures and recording its duration and outcome
@@ -341,6 +347,17 @@ impl RuntimeService for CriService {
         let req = request.into_inner();
         observe("ExecSync", async {
             self.runtime.exec_sync(&req.container_id, req.cmd, req.timeout).await
+        })
+        .await
+    }
+
+    async fn exec(
+        &self,
+        request: Request<cri::ExecRequest>,
+    ) -> std::result::Result<Response<cri::ExecResponse>, Status> {
+        let req = request.into_inner();
+        observe("Exec", async {
+            Ok(cri::ExecResponse { url: self.streams.exec(&self.runtime, req)? })
         })
         .await
     }

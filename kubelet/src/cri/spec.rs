@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use berth_proto::cri_v1 as cri;
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxResources, LinuxResourcesBuilder, MountBuilder, RootBuilder, Spec,
-    UserBuilder,
+    LinuxBuilder, LinuxCpuBuilder, LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources, LinuxResourcesBuilder, MountBuilder,
+    RootBuilder, Spec, UserBuilder,
 };
 
 use super::error::{CriError, Result};
@@ -172,6 +173,61 @@ fn oci_resources(r: &Resources) -> Result<LinuxResources> {
         .map_err(spec_error)
 }
 
+/// The config's device nodes (a device plugin's allocation, say): each
+/// host node made at its container path, with a cgroup rule granting the
+/// permissions asked for.
+pub fn devices(
+    config: &cri::ContainerConfig,
+) -> Result<(Vec<LinuxDevice>, Vec<LinuxDeviceCgroup>)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut nodes = Vec::new();
+    let mut rules = Vec::new();
+    for d in &config.devices {
+        let bad = |why: String| CriError::InvalidArgument(format!("device {}: {why}", d.host_path));
+        if d.container_path.is_empty() || !d.container_path.starts_with('/') {
+            return Err(bad(format!("container path {:?} is not absolute", d.container_path)));
+        }
+        let meta = std::fs::metadata(&d.host_path).map_err(|e| bad(e.to_string()))?;
+        let typ = if meta.file_type().is_char_device() {
+            LinuxDeviceType::C
+        } else if meta.file_type().is_block_device() {
+            LinuxDeviceType::B
+        } else {
+            return Err(bad("not a device node".into()));
+        };
+        let access =
+            if d.permissions.is_empty() { "rwm".to_string() } else { d.permissions.clone() };
+        if !access.chars().all(|c| "rwm".contains(c)) {
+            return Err(bad(format!("permissions {access:?} are not a subset of rwm")));
+        }
+        let (major, minor) =
+            (nix::sys::stat::major(meta.rdev()) as i64, nix::sys::stat::minor(meta.rdev()) as i64);
+        nodes.push(
+            LinuxDeviceBuilder::default()
+                .path(PathBuf::from(&d.container_path))
+                .typ(typ)
+                .major(major)
+                .minor(minor)
+                .file_mode(meta.mode() & 0o777)
+                .uid(meta.uid())
+                .gid(meta.gid())
+                .build()
+                .map_err(spec_error)?,
+        );
+        rules.push(
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(typ)
+                .major(major)
+                .minor(minor)
+                .access(access)
+                .build()
+                .map_err(spec_error)?,
+        );
+    }
+    Ok((nodes, rules))
+}
+
 fn spec_error(e: oci_spec::OciSpecError) -> CriError {
     CriError::InvalidArgument(format!("container spec: {e}"))
 }
@@ -295,6 +351,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     spec.set_annotations(Some(annotations.into_iter().collect()));
 
     let limits = resources(linux_config.and_then(|l| l.resources.as_ref()));
+    let (device_nodes, device_rules) = devices(config)?;
+    let mut oci_limits = oci_resources(&limits)?;
+    oci_limits.set_devices(Some(device_rules));
     let defaults = spec.linux().clone().unwrap_or_default();
     let linux = LinuxBuilder::default()
         .namespaces(vec![
@@ -304,7 +363,8 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
             namespace(LinuxNamespaceType::Ipc, Some(ns_path(input.sandbox_dir, "ipc")))?,
             namespace(LinuxNamespaceType::Uts, Some(ns_path(input.sandbox_dir, "uts")))?,
         ])
-        .resources(oci_resources(&limits)?)
+        .resources(oci_limits)
+        .devices(device_nodes)
         .masked_paths(match sc.map(|s| &s.masked_paths).filter(|p| !p.is_empty()) {
             Some(p) => p.clone(),
             None => defaults.masked_paths().clone().unwrap_or_default(),
@@ -372,6 +432,29 @@ mod tests {
         assert_eq!(user(&c, &with_user("app:staff"), dir.path()).unwrap(), (1000, 50));
         assert!(user(&c, &with_user("nobody"), dir.path()).is_err());
         assert_eq!(user(&c, &RunConfig::default(), dir.path()).unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn device_nodes_come_with_their_cgroup_rules() {
+        let config = |host: &str, permissions: &str| cri::ContainerConfig {
+            devices: vec![cri::Device {
+                container_path: "/dev/xdev".into(),
+                host_path: host.into(),
+                permissions: permissions.into(),
+            }],
+            ..Default::default()
+        };
+        let (nodes, rules) = devices(&config("/dev/null", "rw")).unwrap();
+        assert_eq!(nodes[0].path(), Path::new("/dev/xdev"));
+        assert_eq!(
+            (nodes[0].typ(), nodes[0].major(), nodes[0].minor()),
+            (LinuxDeviceType::C, 1, 3)
+        );
+        assert_eq!(rules[0].access().as_deref(), Some("rw"));
+        assert_eq!((rules[0].major(), rules[0].minor()), (Some(1), Some(3)));
+        assert!(devices(&config("/etc/hostname", "")).is_err(), "a plain file is not a device");
+        assert!(devices(&config("/dev/null", "rwx")).is_err());
+        assert!(devices(&config("/no/such/node", "")).is_err());
     }
 
     #[test]

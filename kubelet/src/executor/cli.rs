@@ -72,7 +72,8 @@ struct CreateArgs {
     bundle: PathBuf,
     #[arg(long)]
     pid_file: Option<PathBuf>,
-    /// Not supported: berth does not allocate consoles.
+    /// Unix socket that receives the pty master (SCM_RIGHTS) of a container
+    /// whose spec sets process.terminal.
     #[arg(long)]
     console_socket: Option<PathBuf>,
     /// Accepted for runc compatibility and ignored.
@@ -176,11 +177,9 @@ fn run(args: RuntimeArgs) -> Result<i32> {
 }
 
 fn create(root: &Path, c: &CreateArgs) -> Result<Container> {
-    if c.console_socket.is_some() {
-        return Err(ExecutorError::Unsupported("--console-socket (terminals)".into()));
-    }
     let mut opts = CreateOptions::new(c.id.clone(), c.bundle.clone(), root);
     opts.stdio = Stdio::Inherit;
+    opts.console_socket = c.console_socket.clone();
     let container = Container::create(opts)?;
     if let Some(pid_file) = &c.pid_file {
         write_pid_file(pid_file, container.pid().as_raw())?;

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cgroups::{self, CgroupManager, CgroupStats, CgroupVersion, DeviceRule, Resources};
 use super::channel::{recv, Message};
+use super::console;
 use super::error::{ExecutorError, Result};
 use super::log::LogPump;
 use super::process::{self, ChildStdio, InitPlan, Join};
@@ -31,7 +32,7 @@ use super::rootfs::DEFAULT_DEVICES;
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a container's standard streams go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Stdio {
     /// Share the runtime's stdin, stdout and stderr (the runc CLI's behaviour).
     Inherit,
@@ -39,6 +40,9 @@ pub enum Stdio {
     Null,
     /// stdin from /dev/null; stdout and stderr into this file in CRI format.
     CriLog(PathBuf),
+    /// These descriptors as stdin, stdout and stderr (pipes, or a terminal's
+    /// side thrice; with `process.terminal` it becomes the controlling one).
+    Fds(std::sync::Arc<[OwnedFd; 3]>),
 }
 
 /// What `Container::create` needs.
@@ -53,6 +57,9 @@ pub struct CreateOptions {
     /// no `linux.cgroupsPath`; the container's cgroup is `<parent>/<id>`.
     pub cgroup_parent: PathBuf,
     pub stdio: Stdio,
+    /// Where a spec with `process.terminal` sends its pty master (runc's
+    /// `--console-socket`); the terminal then replaces `stdio`.
+    pub console_socket: Option<PathBuf>,
 }
 
 impl CreateOptions {
@@ -67,6 +74,7 @@ impl CreateOptions {
             root: root.into(),
             cgroup_parent: PathBuf::from("/berth"),
             stdio: Stdio::Inherit,
+            console_socket: None,
         }
     }
 }
@@ -180,7 +188,7 @@ impl Container {
         validate_id(&opts.id)?;
         let bundle = opts.bundle.canonicalize().map_err(ExecutorError::io(&opts.bundle))?;
         let spec = load_spec(&bundle)?;
-        check_supported(&spec)?;
+        check_supported(&spec, opts.console_socket.is_some())?;
         let root_path =
             spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| "rootfs".into());
         let rootfs = bundle.join(root_path);
@@ -236,6 +244,7 @@ impl Container {
         join_ns.sort_by_key(|(_, f)| *f != CloneFlags::CLONE_NEWUSER);
 
         let (stdio, log) = child_stdio(&opts.stdio)?;
+        let console = opts.console_socket.as_deref().map(console::connect).transpose()?;
         let (sync_r, sync_w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ExecutorError::sys("sync pipe"))?;
         let (go_r, go_w) =
@@ -252,6 +261,7 @@ impl Container {
             idmaps_done: go_r,
             state_dir: state_fd,
             stdio,
+            console,
         };
 
         // SAFETY: the child only runs `process::intermediate`, which sticks to
@@ -578,15 +588,18 @@ pub(crate) fn load_spec(bundle: &Path) -> Result<Spec> {
     })
 }
 
-fn check_supported(spec: &Spec) -> Result<()> {
+fn check_supported(spec: &Spec, has_console_socket: bool) -> Result<()> {
     let process = spec
         .process()
         .as_ref()
         .ok_or_else(|| ExecutorError::Unsupported("a spec without process".into()))?;
-    if process.terminal().unwrap_or(false) {
-        return Err(ExecutorError::Unsupported(
-            "process.terminal: berth does not allocate a console; set it to false".into(),
-        ));
+    let terminal = process.terminal().unwrap_or(false);
+    if terminal != has_console_socket {
+        return Err(ExecutorError::Unsupported(if terminal {
+            "process.terminal needs a console socket to send the terminal to".into()
+        } else {
+            "a console socket is only used with process.terminal".into()
+        }));
     }
     let namespaces =
         spec.linux().as_ref().and_then(|l| l.namespaces().as_deref()).unwrap_or_default();
@@ -645,6 +658,10 @@ fn child_stdio(stdio: &Stdio) -> Result<(ChildStdio, Option<LogPump>)> {
         Stdio::CriLog(path) => {
             let pipes = LogPump::start(path)?;
             (Some([null()?, pipes.stdout, pipes.stderr]), Some(pipes.pump))
+        }
+        Stdio::Fds(fds) => {
+            let dup = |fd: &OwnedFd| fd.try_clone().map_err(ExecutorError::io("stdio descriptor"));
+            (Some([dup(&fds[0])?, dup(&fds[1])?, dup(&fds[2])?]), None)
         }
     })
 }

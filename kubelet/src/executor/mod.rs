@@ -10,6 +10,7 @@
 pub mod cgroups;
 mod channel;
 mod cli;
+mod console;
 mod container;
 mod error;
 mod log;

@@ -18,6 +18,7 @@ use nix::unistd::{Gid, Pid, Uid};
 use oci_spec::runtime::{PosixRlimitType, Process, Spec};
 
 use super::channel::{send, Message};
+use super::console;
 use super::rootfs::{self, Context, Step};
 
 /// Stack for the cloned container process until it execs.
@@ -51,6 +52,9 @@ pub(crate) struct InitPlan<'a> {
     /// because after pivot_root the host path is out of reach.
     pub state_dir: OwnedFd,
     pub stdio: ChildStdio,
+    /// With process.terminal: the connected console socket; the terminal
+    /// then replaces `stdio`.
+    pub console: Option<OwnedFd>,
 }
 
 /// The intermediate process: join, then clone the container process as a
@@ -134,6 +138,7 @@ pub(crate) fn init(plan: &InitPlan, sync: &OwnedFd) -> Step<Infallible> {
         cgroup_v2: plan.cgroup_v2,
         new_cgroupns: plan.new_namespaces.contains(CloneFlags::CLONE_NEWCGROUP),
     })?;
+    let terminal = plan.console.as_ref().map(console::setup).transpose()?;
     if let Some(name) = spec.hostname() {
         nix::unistd::sethostname(name).ctx(|| "sethostname".into())?;
     }
@@ -153,6 +158,9 @@ pub(crate) fn init(plan: &InitPlan, sync: &OwnedFd) -> Step<Infallible> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     // Its own session, so a terminal signal aimed at the runtime misses it.
     let _ = nix::unistd::setsid();
+    if let Some(slave) = &terminal {
+        console::attach(slave)?;
+    }
     send(sync, &Message::Ready);
 
     // Blocks until `start` opens the fifo for reading.
@@ -165,7 +173,11 @@ pub(crate) fn init(plan: &InitPlan, sync: &OwnedFd) -> Step<Infallible> {
     .ctx(|| "open exec.fifo".into())?;
     nix::unistd::write(&fifo, b"0").ctx(|| "write exec.fifo".into())?;
     drop(fifo);
-    exec_process(process, &plan.stdio)
+    match terminal {
+        // The terminal is fds 0-2 already; the slave's own fd closes on exec.
+        Some(_) => exec_process(process, &None),
+        None => exec_process(process, &plan.stdio),
+    }
 }
 
 /// Applies the process's rlimits, stdio, identity, capabilities and
@@ -199,6 +211,14 @@ pub(crate) fn exec_process(process: &Process, stdio: &ChildStdio) -> Step<Infall
             if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
                 return Err(format!("dup2 stdio: {}", std::io::Error::last_os_error()));
             }
+        }
+    }
+    if process.terminal().unwrap_or(false) && stdio.is_some() {
+        // A session of its own, with the terminal on fd 0 as its controlling one.
+        nix::unistd::setsid().ctx(|| "setsid".into())?;
+        // SAFETY: TIOCSCTTY takes an integer argument.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+            return Err(format!("TIOCSCTTY: {}", std::io::Error::last_os_error()));
         }
     }
     set_identity_and_caps(process)?;

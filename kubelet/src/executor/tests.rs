@@ -373,3 +373,66 @@ fn runtime_cli_drives_the_lifecycle() {
     assert!(!f.root().join(&f.id).exists());
     assert_eq!(cli(&["state", &f.id]), 1);
 }
+
+/// Accepts the runtime's connection on the console socket and takes the pty
+/// master it sends, as runc's callers (containerd's shim, podman) do.
+fn receive_console(listener: &std::os::unix::net::UnixListener) -> (String, std::fs::File) {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+    let (stream, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg =
+        recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+            .unwrap();
+    let fd = msg
+        .cmsgs()
+        .unwrap()
+        .find_map(|c| match c {
+            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })
+        .expect("the console socket carried no fd");
+    let len = msg.bytes;
+    let name = String::from_utf8_lossy(&buf[..len]).into_owned();
+    // SAFETY: the fd just arrived in this process and nothing else owns it.
+    (name, unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+#[test]
+fn terminal_master_goes_to_the_console_socket() {
+    let Some(f) = Fixture::new("terminal") else { return };
+    let script = "[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo stdio=tty; \
+                  echo via-tty > /dev/tty && echo ctty=ok; [ -c /dev/console ] && echo console=ok";
+    f.write_spec(&["sh", "-c", script], |s| s["process"]["terminal"] = json!(true));
+    let socket = f.dir.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let root = f.root().display().to_string();
+    let cli = |args: &[&str]| {
+        let mut all = vec!["berth-runtime".to_string(), "--root".into(), root.clone()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        super::runtime_main(all)
+    };
+    let bundle = f.bundle().display().to_string();
+    // Without a socket the spec is refused, as runc refuses it.
+    assert_eq!(cli(&["create", "--bundle", &bundle, &f.id]), 1);
+    let sock = socket.display().to_string();
+    assert_eq!(cli(&["create", "--bundle", &bundle, "--console-socket", &sock, &f.id]), 0);
+    let (name, mut master) = receive_console(&listener);
+    assert!(name.starts_with("/dev/pts/"), "{name}");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        // Ends with EIO once the container's side of the pty is closed.
+        let _ = std::io::Read::read_to_end(&mut master, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    assert_eq!(cli(&["start", &f.id]), 0);
+    let mut c = Container::load(&f.root(), &f.id).unwrap();
+    assert_eq!(c.wait().unwrap(), ExitStatus::Exited(0));
+    let out = reader.join().unwrap();
+    for want in ["stdio=tty", "via-tty", "ctty=ok", "console=ok"] {
+        assert!(out.contains(want), "{want} missing from {out:?}");
+    }
+    assert_eq!(cli(&["delete", &f.id]), 0);
+}

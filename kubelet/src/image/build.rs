@@ -23,6 +23,17 @@ fn sha256(data: &[u8]) -> String {
 /// linked beside it; the image runs `sh` by default. Run it as
 /// `oci:DIR:TAG`.
 pub fn busybox_layout(busybox: &Path, dir: &Path, tag: &str) -> Result<(), ImageError> {
+    busybox_layout_with_cmd(busybox, dir, tag, &["sh"])
+}
+
+/// Like [`busybox_layout`], with `cmd` as the image's default command (a
+/// pod sandbox image, for instance, runs something that never exits).
+pub fn busybox_layout_with_cmd(
+    busybox: &Path,
+    dir: &Path,
+    tag: &str,
+    cmd: &[&str],
+) -> Result<(), ImageError> {
     let binary = std::fs::read(busybox).map_err(ImageError::io(busybox))?;
     let mut layer = tar::Builder::new(Vec::new());
     let mut entry =
@@ -57,7 +68,7 @@ pub fn busybox_layout(busybox: &Path, dir: &Path, tag: &str) -> Result<(), Image
     let config = json!({
         "architecture": arch,
         "os": "linux",
-        "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"], "WorkingDir": "/"},
+        "config": {"Cmd": cmd, "Env": ["PATH=/bin"], "WorkingDir": "/"},
         "rootfs": {"type": "layers", "diff_ids": [sha256(&layer)]},
     })
     .to_string()

@@ -27,7 +27,7 @@ mod transport;
 mod unpack;
 
 pub use auth::Credentials;
-pub use build::busybox_layout;
+pub use build::{busybox_layout, busybox_layout_with_cmd};
 pub use digest::{Algorithm, Digest};
 pub use error::ImageError;
 pub use gc::GcReport;

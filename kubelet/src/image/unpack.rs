@@ -55,7 +55,10 @@ pub(crate) fn unpack_layer(
     let decoded: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
     } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Err(ImageError::Unsupported(format!("layer {layer}: zstd compression")));
+        let decoder = zstd::stream::read::Decoder::with_buffer(buffered).map_err(|e| {
+            ImageError::malformed(format!("layer {layer}"), format!("zstd stream: {e}"))
+        })?;
+        Box::new(decoder)
     } else {
         Box::new(buffered)
     };

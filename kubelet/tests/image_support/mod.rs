@@ -18,6 +18,7 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
@@ -236,10 +237,20 @@ pub fn host_arch() -> &'static str {
 pub struct Layer {
     pub tar: Vec<u8>,
     pub gzip: bool,
+    pub zstd: bool,
 }
 
 pub fn layer(tar: Vec<u8>, gzip: bool) -> Layer {
-    Layer { tar, gzip }
+    Layer { tar, gzip, zstd: false }
+}
+
+/// A layer compressed with zstd (OCI media type `tar+zstd`).
+pub fn zstd_layer(tar: Vec<u8>) -> Layer {
+    Layer { tar, gzip: false, zstd: true }
+}
+
+pub fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::encode_all(data, 3).unwrap()
 }
 
 /// A single-manifest image. `docker` picks Docker v2 media types (all layers
@@ -259,6 +270,7 @@ pub fn image_for(
     let blobs: Vec<Blob> = layers
         .iter()
         .map(|l| match (l.gzip || docker, docker) {
+            _ if l.zstd => Blob::new(OCI_LAYER_ZSTD, zstd(&l.tar)),
             (true, true) => Blob::new(DOCKER_LAYER, gzip(&l.tar)),
             (true, false) => Blob::new(OCI_LAYER_GZIP, gzip(&l.tar)),
             (false, _) => Blob::new(OCI_LAYER, l.tar.clone()),

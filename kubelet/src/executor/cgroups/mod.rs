@@ -5,6 +5,7 @@
 //! and a hybrid host's extra v2 mount (which may list only hugetlb) is left
 //! alone, as runc does.
 
+mod device_filter;
 mod v1;
 mod v2;
 
@@ -48,7 +49,9 @@ pub struct Resources {
     pub memory_swap: Option<i64>,
     /// Maximum number of tasks; 0 or negative means unlimited.
     pub pids_limit: Option<i64>,
-    /// Device access rules, applied in order after an implicit "deny all".
+    /// Device access rules, applied in order after an implicit "deny all"
+    /// (a later rule overrides an earlier one). On v2 they become a BPF
+    /// device program; there an empty list leaves the cgroup's program as is.
     pub devices: Vec<DeviceRule>,
 }
 

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use nix::unistd::Pid;
 
 use super::{
-    kill_listed, read, read_keyed, read_procs, read_u64, remove_dir, shares_to_weight, write,
-    CgroupManager, CgroupStats, CgroupVersion, Resources,
+    device_filter, kill_listed, read, read_keyed, read_procs, read_u64, remove_dir,
+    shares_to_weight, write, CgroupManager, CgroupStats, CgroupVersion, Resources,
 };
 use crate::executor::error::{ExecutorError, Result};
 
@@ -100,9 +100,8 @@ impl CgroupManager for CgroupV2 {
             let value = if limit > 0 { limit.to_string() } else { "max".into() };
             write(&dir, "pids.max", &value)?;
         }
-        if r.devices.iter().any(|d| d.allow && d.kind == 'a') || r.devices.len() > 1 {
-            // v2 enforces devices with an eBPF program, which berth does not load yet.
-            tracing::warn!(dir = %dir.display(), "device cgroup rules are not enforced on cgroup v2");
+        if !r.devices.is_empty() {
+            device_filter::apply(&dir, &r.devices)?;
         }
         Ok(())
     }

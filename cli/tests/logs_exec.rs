@@ -1,0 +1,246 @@
+//! `berth logs` and `berth exec` against a real node: one API server (with
+//! the cluster secret), a scheduler and a node agent running a busybox pod
+//! through berth's CRI runtime. Needs root, overlayfs and /bin/busybox;
+//! prints `SKIPPED: <why>` without them.
+
+mod peers;
+
+use berth_client::{Api, Client};
+use berth_proto::core_v1::Pod;
+use peers::{berth_with, free_addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn skip_reason() -> Option<&'static str> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root (namespaces, cgroups, mounts)");
+    }
+    if !std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("overlay")) {
+        return Some("needs overlayfs in the kernel");
+    }
+    if !Path::new("/bin/busybox").exists() {
+        return Some("needs /bin/busybox (Debian package busybox-static)");
+    }
+    None
+}
+
+/// The processes, and what the agent left: killed, unmounted and removed
+/// at the end however the test ends.
+struct Node {
+    processes: Vec<Child>,
+    dir: tempfile::TempDir,
+    name: String,
+}
+
+impl Node {
+    fn spawn(&mut self, args: &[&str], log: &str) {
+        let log = std::fs::File::create(self.dir.path().join(log)).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("berth starts");
+        self.processes.push(child);
+    }
+
+    fn cgroups(&self) -> Vec<PathBuf> {
+        let mut roots = vec![PathBuf::from(format!("/sys/fs/cgroup/berth/{}", self.name))];
+        for entry in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            roots.push(entry.path().join("berth").join(&self.name));
+        }
+        let mut out = Vec::new();
+        let mut stack: Vec<PathBuf> = roots.into_iter().filter(|r| r.is_dir()).collect();
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                }
+            }
+            out.push(d);
+        }
+        out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        out
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "log") {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                    eprintln!("--- {}", path.display());
+                    tail.iter().rev().for_each(|l| eprintln!("{l}"));
+                }
+            }
+        }
+        // The agent last: it stops its pods on SIGTERM.
+        for child in self.processes.iter_mut().rev() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = child.wait();
+        }
+        for d in self.cgroups() {
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let dir = self.dir.path().display().to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&dir))
+            .collect();
+        points.reverse();
+        for p in points {
+            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+        }
+        for d in self.cgroups() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::fs::remove_dir(&d).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+#[test]
+fn logs_and_exec_reach_the_container() {
+    if let Some(why) = skip_reason() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("berth-le-").tempdir().unwrap();
+    let name = format!("le-{}", std::process::id());
+    let mut node = Node { processes: Vec::new(), dir, name: name.clone() };
+    let root = node.dir.path().to_path_buf();
+    let secret = root.join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let (grpc, http) = (free_addr(), free_addr());
+    node.spawn(
+        &[
+            "server",
+            "--id",
+            "1",
+            "--cluster",
+            "le",
+            "--peers",
+            &format!("1={grpc}"),
+            "--listen",
+            &grpc,
+            "--http",
+            &http,
+            "--data-dir",
+            root.join("api").to_str().unwrap(),
+            "--heartbeat-ms",
+            "50",
+            "--election-timeout-ms",
+            "200-400",
+            "--cluster-secret-file",
+            secret.to_str().unwrap(),
+        ],
+        "server.log",
+    );
+    let config = root.join("berth-config");
+    std::fs::write(
+        &config,
+        format!("current-context: le\nclusters:\n- name: le\n  endpoints: [{grpc}]\ncontexts:\n- name: le\n  cluster: le\n"),
+    )
+    .unwrap();
+    let berth = |args: &[&str], stdin: Option<&str>| berth_with(&config, args, stdin);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while berth(&["get", "ns", "default"], None).code != 0 {
+        assert!(Instant::now() < deadline, "the server never served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    node.spawn(
+        &["scheduler", "--server", &grpc, "--id", "s", "--http", &free_addr()],
+        "scheduler.log",
+    );
+    node.spawn(
+        &[
+            "agent",
+            "--server",
+            &grpc,
+            "--node-name",
+            &name,
+            "--root-dir",
+            root.join("agent").to_str().unwrap(),
+            "--no-cni",
+            "--http",
+            &free_addr(),
+            "--device-plugin-root",
+            root.join("kubelet").to_str().unwrap(),
+            "--stop-pods-on-exit",
+            "--cluster-secret-file",
+            secret.to_str().unwrap(),
+        ],
+        "agent.log",
+    );
+    let image_dir = root.join("image");
+    berth_kubelet::image::busybox_layout(Path::new("/bin/busybox"), &image_dir, "busybox").unwrap();
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: talker\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: oci:{}:busybox\n    command: [sh, -c, 'echo one; echo two; exec sleep 1000']\n",
+        image_dir.display()
+    );
+    assert_eq!(berth(&["apply", "-f", "-"], Some(&manifest)).stdout, "pod/talker created\n");
+    let run = berth(&["wait", "pod/talker", "--for=condition=Ready", "--timeout", "90s"], None);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+
+    // logs: the whole log, its tail, an unknown container.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = berth(&["logs", "talker"], None);
+        if run.stdout == "one\ntwo\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "logs: {}{}", run.stdout, run.stderr);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(berth(&["logs", "pod/talker", "-c", "main", "--tail", "1"], None).stdout, "two\n");
+    let run = berth(&["logs", "talker", "-c", "nope"], None);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stderr.starts_with("error: ") && run.stderr.contains("nope"), "{}", run.stderr);
+    let run = berth(&["logs", "ghost"], None);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("NotFound"), "{}", run.stderr);
+
+    // exec: both streams and the exit code; standard input with -i.
+    let run = berth(&["exec", "talker", "--", "sh", "-c", "echo out; echo err >&2; exit 3"], None);
+    assert_eq!((run.stdout.as_str(), run.stderr.as_str(), run.code), ("out\n", "err\n", 3));
+    let script = "read line; echo \"got $line\"";
+    let run = berth(&["exec", "-i", "talker", "--", "sh", "-c", script], Some("piped in\n"));
+    assert_eq!((run.stdout.as_str(), run.code), ("got piped in\n", 0), "{}", run.stderr);
+
+    // -t gives the command a terminal (which turns its newlines into CR LF).
+    let run = berth(&["exec", "-t", "talker", "--", "sh", "-c", "test -t 1 && echo tty"], None);
+    assert_eq!((run.stdout.as_str(), run.code), ("tty\r\n", 0), "{}", run.stderr);
+
+    // logs -f follows until the pod goes.
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .env("BERTH_CONFIG", &config)
+        .args(["logs", "-f", "talker"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = Client::new([grpc.clone()]).unwrap();
+        let pods: Api<Pod> = Api::namespaced(&client, "default");
+        pods.delete("talker", &Default::default()).await.unwrap();
+    });
+    let status = follower.wait().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(follower.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(out.starts_with("one\ntwo\n"), "{out} ({status})");
+}

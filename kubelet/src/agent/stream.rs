@@ -1,0 +1,396 @@
+//! The agent's stream server: the `KubeletStreams` gRPC service the API
+//! server relays `Logs` and `Exec` to. Every call must carry the cluster
+//! secret (`authorization: Bearer <secret>`); others are refused.
+//!
+//! Logs are read from the file the runtime names in the container's CRI
+//! status. Exec goes through CRI: `Exec` answers with a URL on the
+//! runtime's streaming server, which speaks Kubernetes' remote command
+//! protocol over a WebSocket; this server relays between it and the gRPC
+//! stream, so any CRI runtime's streaming server (berth's, containerd's)
+//! serves it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use berth_proto::api_v1::kubelet_streams_server::{KubeletStreams, KubeletStreamsServer};
+use berth_proto::api_v1::{
+    pod_exec_input, pod_exec_output, PodExecInput, PodExecOutput, PodExecStart, PodLogsChunk,
+    PodLogsRequest,
+};
+use berth_proto::cri_v1 as cri;
+use berth_proto::remotecommand as rc;
+use cri::runtime_service_client::RuntimeServiceClient;
+use futures::{SinkExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::logs::{self, LogOptions};
+
+const NAME: &str = "io.kubernetes.pod.name";
+const NAMESPACE: &str = "io.kubernetes.pod.namespace";
+const CONTAINER: &str = "io.kubernetes.container.name";
+
+/// The stream server's listening socket, bound before the Node is
+/// registered so the Node can publish its port.
+pub(super) struct StreamServer {
+    listener: tokio::net::TcpListener,
+}
+
+impl StreamServer {
+    pub(super) async fn bind(addr: SocketAddr) -> std::io::Result<StreamServer> {
+        Ok(StreamServer { listener: tokio::net::TcpListener::bind(addr).await? })
+    }
+
+    pub(super) fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    /// Serves until `stop`, reaching the runtime at `socket`.
+    pub(super) async fn serve(
+        self,
+        socket: PathBuf,
+        secret: String,
+        stop: CancellationToken,
+    ) -> Result<(), tonic::transport::Error> {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("unix://{}", socket.display()))?
+                .connect_lazy();
+        let service = Streams { runtime: RuntimeServiceClient::new(channel) };
+        let expected: Arc<[u8]> = format!("Bearer {secret}").into_bytes().into();
+        let check = move |request: Request<()>| {
+            let given = request.metadata().get("authorization").map(|v| v.as_bytes());
+            match given {
+                Some(given) if same_secret(given, &expected) => Ok(request),
+                _ => Err(Status::unauthenticated("logs and exec need the cluster secret")),
+            }
+        };
+        tracing::info!(addr = ?self.listener.local_addr().ok(), "node stream server listening");
+        tonic::transport::Server::builder()
+            .add_service(KubeletStreamsServer::with_interceptor(service, check))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(self.listener),
+                stop.cancelled_owned(),
+            )
+            .await
+    }
+}
+
+/// Compares in time that does not depend on where the bytes differ.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+struct Streams {
+    runtime: RuntimeServiceClient<Channel>,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// A relay's output, with the task feeding it: dropping the stream (the
+/// caller went away) stops the task.
+struct Relay<T> {
+    output: tokio_stream::wrappers::ReceiverStream<Result<T, Status>>,
+    _task: AbortOnDrop,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Stream for Relay<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        Pin::new(&mut self.output).poll_next(cx)
+    }
+}
+
+fn relay<T: Send + 'static>(
+    run: impl FnOnce(
+        mpsc::Sender<Result<T, Status>>,
+    ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) -> BoxStream<T> {
+    let (tx, rx) = mpsc::channel(16);
+    let task = tokio::spawn(run(tx));
+    Box::pin(Relay {
+        output: tokio_stream::wrappers::ReceiverStream::new(rx),
+        _task: AbortOnDrop(task),
+    })
+}
+
+impl Streams {
+    /// The pod's container: its latest instance, or with `previous` the one
+    /// before it, as CRI lists them.
+    async fn container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        name: &str,
+        previous: bool,
+    ) -> Result<cri::Container, Status> {
+        let filter = cri::ContainerFilter {
+            label_selector: [
+                (NAMESPACE.to_string(), namespace.to_string()),
+                (NAME.to_string(), pod.to_string()),
+                (CONTAINER.to_string(), name.to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let mut found = self
+            .runtime
+            .clone()
+            .list_containers(cri::ListContainersRequest { filter: Some(filter) })
+            .await?
+            .into_inner()
+            .containers;
+        found.sort_by_key(|c| c.created_at);
+        let wanted = match previous {
+            true => found.len().checked_sub(2).and_then(|i| found.get(i)),
+            false => found.last(),
+        };
+        wanted.cloned().ok_or_else(|| match previous {
+            true => Status::not_found(format!(
+                "previous terminated container {name:?} in pod {pod:?} not found"
+            )),
+            false => Status::failed_precondition(format!(
+                "container {name:?} in pod {pod:?} is waiting to start"
+            )),
+        })
+    }
+
+    async fn status(&self, id: &str) -> Result<cri::ContainerStatus, Status> {
+        self.runtime
+            .clone()
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await?
+            .into_inner()
+            .status
+            .ok_or_else(|| Status::not_found(format!("container {id} has no status")))
+    }
+}
+
+#[tonic::async_trait]
+impl KubeletStreams for Streams {
+    type LogsStream = BoxStream<PodLogsChunk>;
+
+    async fn logs(
+        &self,
+        request: Request<PodLogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let r = request.into_inner();
+        let container = self.container(&r.namespace, &r.name, &r.container, r.previous).await?;
+        let status = self.status(&container.id).await?;
+        if status.log_path.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "container {:?} in pod {:?} has no log",
+                r.container, r.name
+            )));
+        }
+        let path = PathBuf::from(status.log_path);
+        let options = LogOptions {
+            // A previous instance has ended: there is nothing to follow.
+            follow: r.follow && !r.previous,
+            tail_lines: r.tail_lines,
+            since_seconds: r.since_seconds,
+            timestamps: r.timestamps,
+            limit_bytes: r.limit_bytes,
+        };
+        let runtime = Streams { runtime: self.runtime.clone() };
+        let id = container.id;
+        Ok(Response::new(relay(move |tx| {
+            Box::pin(async move {
+                let send = |data: Vec<u8>| {
+                    let tx = tx.clone();
+                    async move { tx.send(Ok(PodLogsChunk { data })).await.is_ok() }
+                };
+                let running = || async {
+                    runtime
+                        .status(&id)
+                        .await
+                        .is_ok_and(|s| s.state == cri::ContainerState::ContainerRunning as i32)
+                };
+                if let Err(e) = logs::stream(&path, &options, send, running).await {
+                    let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                }
+            })
+        })))
+    }
+
+    type ExecStream = BoxStream<PodExecOutput>;
+
+    async fn exec(
+        &self,
+        request: Request<tonic::Streaming<PodExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let mut input = request.into_inner();
+        let start = match input.message().await? {
+            Some(PodExecInput { input: Some(pod_exec_input::Input::Start(start)) }) => start,
+            _ => return Err(Status::invalid_argument("an exec starts with its start message")),
+        };
+        let url = self.prepare(&start).await?;
+        let (ws, protocol) = connect(&url).await?;
+        Ok(Response::new(relay(move |tx| Box::pin(exec_relay(ws, protocol, input, tx)))))
+    }
+}
+
+impl Streams {
+    /// Asks the runtime for an exec session in the pod's running container.
+    async fn prepare(&self, start: &PodExecStart) -> Result<String, Status> {
+        let container =
+            self.container(&start.namespace, &start.name, &start.container, false).await?;
+        if container.state != cri::ContainerState::ContainerRunning as i32 {
+            return Err(Status::failed_precondition(format!(
+                "container {:?} in pod {:?} is not running",
+                start.container, start.name
+            )));
+        }
+        let response = self
+            .runtime
+            .clone()
+            .exec(cri::ExecRequest {
+                container_id: container.id,
+                cmd: start.command.clone(),
+                tty: start.tty,
+                stdin: start.stdin,
+                stdout: start.stdout,
+                // A terminal has one output stream.
+                stderr: start.stderr && !start.tty,
+            })
+            .await?;
+        Ok(response.into_inner().url)
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Connects to a runtime's streaming URL, offering v5 then v4.
+async fn connect(url: &str) -> Result<(Ws, &'static str), Status> {
+    let failed = |what: &str| Status::unavailable(format!("runtime stream {url}: {what}"));
+    let ws_url = match url.strip_prefix("http://") {
+        Some(rest) => format!("ws://{rest}"),
+        None => return Err(failed("only http:// streaming URLs are supported")),
+    };
+    let mut request = ws_url.as_str().into_client_request().map_err(|e| failed(&e.to_string()))?;
+    let authority = request
+        .uri()
+        .authority()
+        .map(|a| {
+            (
+                a.host().trim_matches(|c| c == '[' || c == ']').to_string(),
+                a.port_u16().unwrap_or(80),
+            )
+        })
+        .ok_or_else(|| failed("no host"))?;
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        http::HeaderValue::from_str(&rc::PROTOCOLS.join(", "))
+            .map_err(|e| failed(&e.to_string()))?,
+    );
+    let tcp = tokio::net::TcpStream::connect((authority.0.as_str(), authority.1))
+        .await
+        .map_err(|e| failed(&e.to_string()))?;
+    let (ws, response) =
+        tokio_tungstenite::client_async(request, tcp).await.map_err(|e| failed(&e.to_string()))?;
+    let chosen = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|p| rc::PROTOCOLS.into_iter().find(|known| *known == p.trim()))
+        .unwrap_or(rc::V4);
+    Ok((ws, chosen))
+}
+
+/// Relays the caller's input to the runtime's stream and its output back,
+/// ending with the exit code (or the error the runtime reports).
+async fn exec_relay(
+    ws: Ws,
+    protocol: &'static str,
+    mut input: tonic::Streaming<PodExecInput>,
+    tx: mpsc::Sender<Result<PodExecOutput, Status>>,
+) {
+    let (mut sink, mut stream) = ws.split();
+    let output = |o: pod_exec_output::Output| PodExecOutput { output: Some(o) };
+    let mut input_open = true;
+    loop {
+        tokio::select! {
+            message = input.message(), if input_open => {
+                let frame = match message {
+                    Ok(Some(PodExecInput { input: Some(i) })) => match i {
+                        pod_exec_input::Input::Stdin(data) => Some(rc::frame(rc::STDIN, &data)),
+                        pod_exec_input::Input::Resize(size) => {
+                            Some(rc::frame(rc::RESIZE, &rc::resize(size.width, size.height)))
+                        }
+                        pod_exec_input::Input::CloseStdin(true) if protocol == rc::V5 => {
+                            Some(vec![rc::CLOSE, rc::STDIN])
+                        }
+                        _ => None,
+                    },
+                    Ok(Some(_)) => None,
+                    // The caller is done sending (or gone): stdin ends, the
+                    // command goes on.
+                    Ok(None) | Err(_) => {
+                        input_open = false;
+                        (protocol == rc::V5).then(|| vec![rc::CLOSE, rc::STDIN])
+                    }
+                };
+                if let Some(frame) = frame {
+                    if sink.send(Message::binary(frame)).await.is_err() {
+                        input_open = false;
+                    }
+                }
+            }
+            message = stream.next() => {
+                let data = match message {
+                    Some(Ok(Message::Binary(data))) => data,
+                    Some(Ok(Message::Close(_))) | None => {
+                        let _ = tx.send(Err(Status::aborted("the runtime closed the exec stream without an exit status"))).await;
+                        return;
+                    }
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(Status::unavailable(format!("runtime exec stream: {e}")))).await;
+                        return;
+                    }
+                    Some(Ok(_)) => continue,
+                };
+                let Some((&channel, body)) = data.split_first() else { continue };
+                let sent = match channel {
+                    rc::STDOUT => tx.send(Ok(output(pod_exec_output::Output::Stdout(body.to_vec())))).await,
+                    rc::STDERR => tx.send(Ok(output(pod_exec_output::Output::Stderr(body.to_vec())))).await,
+                    rc::ERROR => {
+                        let last = match rc::parse_status(body) {
+                            Ok(code) => Ok(output(pod_exec_output::Output::ExitCode(code))),
+                            Err(message) => Err(Status::internal(message)),
+                        };
+                        let _ = tx.send(last).await;
+                        let _ = sink.close().await;
+                        return;
+                    }
+                    _ => Ok(()),
+                };
+                if sent.is_err() {
+                    // The caller went away: closing the stream ends the command.
+                    let _ = sink.close().await;
+                    return;
+                }
+            }
+        }
+    }
+}
