@@ -3,6 +3,7 @@
 //! acknowledged write may be lost), the safety checks, and a snapshot
 //! saved from one cluster and restored as another.
 
+mod common;
 mod peers;
 
 use berth_client::{Api, Client};

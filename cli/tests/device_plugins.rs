@@ -18,9 +18,9 @@ use berth_proto::core_v1::{Container, Node, Pod, PodSpec, ResourceRequirements};
 use berth_proto::device_plugin_v1beta1 as api;
 use berth_proto::meta_v1::ObjectMeta;
 use berth_proto::Quantity;
-use common::free_addr;
+use common::{free_addr, print_log_tails, remove_node_leftovers};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -55,73 +55,18 @@ impl Cluster {
             let _ = child.wait();
         }
     }
-
-    /// Every cgroup directory of the node's pods, deepest first.
-    fn cgroups(&self) -> Vec<PathBuf> {
-        let mut roots = vec![PathBuf::from(format!("/sys/fs/cgroup/berth/{}", self.node))];
-        for entry in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-            roots.push(entry.path().join("berth").join(&self.node));
-        }
-        let mut out = Vec::new();
-        let mut stack: Vec<PathBuf> = roots.into_iter().filter(|r| r.is_dir()).collect();
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                if e.path().is_dir() {
-                    stack.push(e.path());
-                }
-            }
-            out.push(d);
-        }
-        out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        out
-    }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            // What the processes said, to see why.
-            for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|e| e == "log") {
-                    let text = std::fs::read_to_string(&path).unwrap_or_default();
-                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                    eprintln!("--- {}", path.display());
-                    tail.iter().rev().for_each(|l| eprintln!("{l}"));
-                }
-            }
+            print_log_tails(self.dir.path(), 40);
         }
         for (_, child) in &mut self.processes {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // Containers outlive a killed agent: kill them through their cgroups.
-        for d in self.cgroups() {
-            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
-            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-        let dir = self.dir.path().display().to_string();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&dir))
-            .collect();
-        points.reverse();
-        for p in points {
-            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-        }
-        for d in self.cgroups() {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while std::fs::remove_dir(&d).is_err() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        remove_node_leftovers(self.dir.path(), &self.node);
     }
 }
 

@@ -525,6 +525,8 @@ fn the_python_kubernetes_client_lists_watches_and_writes() {
 struct ControlLoops {
     children: Vec<Child>,
     agent: Option<Child>,
+    node: String,
+    dir: std::path::PathBuf,
 }
 
 impl ControlLoops {
@@ -554,7 +556,7 @@ impl ControlLoops {
             .arg(dir.join("kubelet"))
             .spawn()
             .expect("agent starts");
-        ControlLoops { children, agent: Some(agent) }
+        ControlLoops { children, agent: Some(agent), node: node.into(), dir: dir.into() }
     }
 }
 
@@ -574,6 +576,7 @@ impl Drop for ControlLoops {
             let _ = child.kill();
             let _ = child.wait();
         }
+        common::remove_node_leftovers(&self.dir, &self.node);
     }
 }
 

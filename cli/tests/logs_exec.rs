@@ -3,12 +3,14 @@
 //! through berth's CRI runtime. Needs root, overlayfs and /bin/busybox;
 //! prints `SKIPPED: <why>` without them.
 
+mod common;
 mod peers;
 
 use berth_client::{Api, Client};
 use berth_proto::core_v1::Pod;
-use peers::{berth_with, free_addr};
-use std::path::{Path, PathBuf};
+use common::{free_addr, print_log_tails, remove_node_leftovers};
+use peers::berth_with;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -44,39 +46,12 @@ impl Node {
             .expect("berth starts");
         self.processes.push(child);
     }
-
-    fn cgroups(&self) -> Vec<PathBuf> {
-        let mut roots = vec![PathBuf::from(format!("/sys/fs/cgroup/berth/{}", self.name))];
-        for entry in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-            roots.push(entry.path().join("berth").join(&self.name));
-        }
-        let mut out = Vec::new();
-        let mut stack: Vec<PathBuf> = roots.into_iter().filter(|r| r.is_dir()).collect();
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                if e.path().is_dir() {
-                    stack.push(e.path());
-                }
-            }
-            out.push(d);
-        }
-        out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        out
-    }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|e| e == "log") {
-                    let text = std::fs::read_to_string(&path).unwrap_or_default();
-                    let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                    eprintln!("--- {}", path.display());
-                    tail.iter().rev().for_each(|l| eprintln!("{l}"));
-                }
-            }
+            print_log_tails(self.dir.path(), 30);
         }
         // The agent last: it stops its pods on SIGTERM.
         for child in self.processes.iter_mut().rev() {
@@ -84,32 +59,7 @@ impl Drop for Node {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             let _ = child.wait();
         }
-        for d in self.cgroups() {
-            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
-            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-        let dir = self.dir.path().display().to_string();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&dir))
-            .collect();
-        points.reverse();
-        for p in points {
-            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-        }
-        for d in self.cgroups() {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while std::fs::remove_dir(&d).is_err() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        remove_node_leftovers(self.dir.path(), &self.name);
     }
 }
 

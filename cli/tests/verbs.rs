@@ -4,6 +4,7 @@
 //! idempotence and three-way merge, errors that name the line and field,
 //! the config file and its overrides, and failover when a peer dies.
 
+mod common;
 mod peers;
 
 use berth_client::{Api, Client};

@@ -1,9 +1,11 @@
-//! What the CLI's process tests share: loopback addresses and plain HTTP.
+//! What the CLI's process tests share: loopback addresses, plain HTTP, and
+//! the clean-up of a node's pods after a test.
 
 #![allow(dead_code)] // each test file uses its own part of this
 
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// A loopback `host:port` nobody holds now.
 pub fn free_addr() -> String {
@@ -20,4 +22,71 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Some((status, body))
+}
+
+/// Prints the last `lines` lines of every `*.log` file in `dir`: what the
+/// processes said, to see why a test failed.
+pub fn print_log_tails(dir: &Path, lines: usize) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+            eprintln!("--- {}", path.display());
+            tail.iter().rev().for_each(|l| eprintln!("{l}"));
+        }
+    }
+}
+
+/// Every cgroup directory of node `node`'s pods, in every hierarchy,
+/// deepest first.
+fn node_cgroups(node: &str) -> Vec<PathBuf> {
+    let mut roots = vec![PathBuf::from(format!("/sys/fs/cgroup/berth/{node}"))];
+    for entry in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        roots.push(entry.path().join("berth").join(node));
+    }
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = roots.into_iter().filter(|r| r.is_dir()).collect();
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            }
+        }
+        out.push(d);
+    }
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out
+}
+
+/// After a node's processes are gone: kills what still runs in its pods'
+/// cgroups (containers outlive a killed agent), unmounts everything under
+/// `dir` and removes the cgroups.
+pub fn remove_node_leftovers(dir: &Path, node: &str) {
+    for d in node_cgroups(node) {
+        let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let dir = dir.display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&dir))
+        .collect();
+    points.reverse();
+    for p in points {
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    }
+    for d in node_cgroups(node) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&d).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
