@@ -65,7 +65,7 @@ pub struct AgentArgs {
     /// plugins' Registration socket (kubelet.sock) and the allocation
     /// checkpoint; an empty value serves no device plugins
     #[arg(long, default_value = "/var/lib/kubelet")]
-    device_plugin_root: PathBuf,
+    device_plugin_root: String,
     /// File holding the cluster secret (`berth up` writes one): API servers
     /// present it to reach this node's logs and exec. Without it the node
     /// serves neither
@@ -113,8 +113,8 @@ fn serve(args: &AgentArgs) -> Result<()> {
     };
     config.lease_renew = Duration::from_secs(args.lease_renew_seconds.max(1));
     config.stop_pods_on_exit = args.stop_pods_on_exit;
-    if !args.device_plugin_root.as_os_str().is_empty() {
-        let dir = args.device_plugin_root.join("device-plugins");
+    if !args.device_plugin_root.is_empty() {
+        let dir = PathBuf::from(&args.device_plugin_root).join("device-plugins");
         config.devices = Some(berth_kubelet::devices::DeviceConfig::new(dir));
     }
     config.cluster_secret =
@@ -179,4 +179,26 @@ fn serve(args: &AgentArgs) -> Result<()> {
         signalled?;
         agent.context("the node agent stopped")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: super::AgentArgs,
+    }
+
+    #[test]
+    fn an_empty_device_plugin_root_turns_device_plugins_off() {
+        let base = ["agent", "--node-name", "n1", "--server", "127.0.0.1:1"];
+        let off = Cli::try_parse_from(base.iter().chain(&["--device-plugin-root", ""]))
+            .map_err(|e| e.to_string())
+            .unwrap();
+        assert!(off.agent.device_plugin_root.is_empty());
+        let on = Cli::try_parse_from(base).map_err(|e| e.to_string()).unwrap();
+        assert_eq!(on.agent.device_plugin_root, "/var/lib/kubelet");
+    }
 }
