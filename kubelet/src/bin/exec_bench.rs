@@ -38,10 +38,6 @@ fn main() -> Result<()> {
     let work = std::env::temp_dir().join(format!("berth-exec-bench-{}", std::process::id()));
     let result = bench_pulls(&work, pulls).and_then(|_| bench_all(&work, iterations));
     let _ = fs::remove_dir_all(&work);
-    // The per-container cgroups are gone with each delete; drop their parent too.
-    if let Ok(parent) = berth_kubelet::executor::cgroups::manager_for(&cgroup_parent()) {
-        let _ = parent.remove();
-    }
     result
 }
 
@@ -124,6 +120,13 @@ fn bench_all(work: &Path, iterations: usize) -> Result<()> {
     println!("| runtime | p50 (ms) | p99 (ms) | mean (ms) |");
     println!("| --- | --- | --- | --- |");
     report("berth", bench(iterations, |i| run_berth(&bundle, work, i)));
+    // The per-container cgroups are gone with each delete; drop their parent
+    // too, before crun's mount namespace hides part of the hierarchy.
+    if let Ok(parent) = berth_kubelet::executor::cgroups::manager_for(&cgroup_parent()) {
+        if let Err(e) = parent.remove() {
+            eprintln!("could not remove the benchmark's cgroup parent: {e}");
+        }
+    }
     for tool in ["runc", "crun"] {
         if Command::new(tool).arg("--version").output().is_err() {
             println!("| {tool} | not installed | | |");

@@ -227,10 +227,14 @@ impl CgroupManager for CgroupV1 {
     }
 
     fn remove(&self) -> Result<()> {
+        // Every hierarchy is tried, so one that refuses leaves no others behind.
+        let mut result = Ok(());
         for h in &self.hierarchies {
-            remove_dir(&self.dir(h))?;
+            if let Err(e) = remove_dir(&self.dir(h)) {
+                result = result.and(Err(e));
+            }
         }
-        Ok(())
+        result
     }
 }
 
