@@ -4,6 +4,7 @@
 //! Kubernetes' PodLogOptions: tail, since, timestamps, a byte limit, and
 //! follow while the container runs.
 
+use crate::executor::{parse_record as parse, LogRecord as Record};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
@@ -21,30 +22,6 @@ pub(super) struct LogOptions {
     pub since_seconds: Option<i64>,
     pub timestamps: bool,
     pub limit_bytes: Option<i64>,
-}
-
-/// One record of a CRI log.
-#[derive(Debug, PartialEq, Eq)]
-struct Record<'a> {
-    time: &'a str,
-    /// The last (or only) piece of a line.
-    full: bool,
-    content: &'a [u8],
-}
-
-fn parse(line: &[u8]) -> Option<Record<'_>> {
-    let mut parts = line.splitn(4, |b| *b == b' ');
-    let time = std::str::from_utf8(parts.next()?).ok()?;
-    match parts.next()? {
-        b"stdout" | b"stderr" => {}
-        _ => return None,
-    }
-    let full = match parts.next()? {
-        b"F" => true,
-        b"P" => false,
-        _ => return None,
-    };
-    Some(Record { time, full, content: parts.next().unwrap_or_default() })
 }
 
 /// Renders records to what a client sees, keeping to the options' since

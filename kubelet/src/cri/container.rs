@@ -12,6 +12,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::error::{CriError, Result};
 use crate::executor::cgroups::{CgroupManager, DeviceRule};
+use crate::executor::parse_record;
 
 /// ExecSync output is capped per stream at what the CRI allows.
 pub const MAX_EXEC_OUTPUT: usize = 16 << 20;
@@ -86,19 +87,12 @@ pub fn stop_signal(spelled: Option<&str>) -> Signal {
 /// stdout and stderr bytes, each capped at [`MAX_EXEC_OUTPUT`].
 pub fn split_cri_log(text: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let mut parts = line.splitn(4, |b| *b == b' ');
-        let (_ts, stream, tag) = (parts.next(), parts.next(), parts.next());
-        let content = parts.next().unwrap_or_default();
-        let sink = match stream {
-            Some(b"stdout") => &mut out,
-            Some(b"stderr") => &mut err,
-            _ => continue,
-        };
+    for record in text.split(|b| *b == b'\n').filter_map(parse_record) {
+        let sink = if record.stderr { &mut err } else { &mut out };
         let room = MAX_EXEC_OUTPUT.saturating_sub(sink.len());
-        sink.extend_from_slice(&content[..content.len().min(room)]);
+        sink.extend_from_slice(&record.content[..record.content.len().min(room)]);
         // A full line ends with the newline the log format took off.
-        if tag == Some(b"F") && sink.len() < MAX_EXEC_OUTPUT {
+        if record.full && sink.len() < MAX_EXEC_OUTPUT {
             sink.push(b'\n');
         }
     }

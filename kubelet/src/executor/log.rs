@@ -16,6 +16,33 @@ use super::error::{ExecutorError, Result};
 /// Longest line written as one record; longer ones are split into P records.
 const MAX_LINE: usize = 16 * 1024;
 
+/// One record of a CRI log, as read back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LogRecord<'a> {
+    pub time: &'a str,
+    pub stderr: bool,
+    /// The last (or only) piece of a line.
+    pub full: bool,
+    pub content: &'a [u8],
+}
+
+/// Reads one line of a CRI log (without its newline); `None` if it is not one.
+pub fn parse_record(line: &[u8]) -> Option<LogRecord<'_>> {
+    let mut parts = line.splitn(4, |b| *b == b' ');
+    let time = std::str::from_utf8(parts.next()?).ok()?;
+    let stderr = match parts.next()? {
+        b"stdout" => false,
+        b"stderr" => true,
+        _ => return None,
+    };
+    let full = match parts.next()? {
+        b"F" => true,
+        b"P" => false,
+        _ => return None,
+    };
+    Some(LogRecord { time, stderr, full, content: parts.next().unwrap_or_default() })
+}
+
 /// Copies a process's stdout and stderr pipes into a CRI log file on a
 /// thread it owns. The thread ends when both pipes close, or when the pump
 /// is stopped (after draining what is buffered) or dropped.

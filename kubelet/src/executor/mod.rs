@@ -23,3 +23,4 @@ mod tests;
 pub use cli::runtime_main;
 pub use container::{Container, CreateOptions, ExecProcess, ExitStatus, Stdio};
 pub use error::ExecutorError;
+pub use log::{parse_record, LogRecord};
