@@ -61,9 +61,13 @@ impl Network {
             .find(|x| !routes.contains(&format!("10.213.{x}.")))
             .ok_or_else(|| Error::Harness("every 10.213.X.0/24 is in use on this host".into()))?;
         // The owner file comes first, so a sweep never takes a starting run
-        // for an abandoned one.
+        // for an abandoned one; it appears whole (renamed into place), so a
+        // sweep never reads it empty either.
+        let owner = owner_file(run_id);
+        let partial = owner.with_extension("partial");
         std::fs::create_dir_all(OWNERS)
-            .and_then(|()| std::fs::write(owner_file(run_id), std::process::id().to_string()))
+            .and_then(|()| std::fs::write(&partial, std::process::id().to_string()))
+            .and_then(|()| std::fs::rename(&partial, &owner))
             .map_err(|source| Error::Io { context: format!("write {OWNERS}/{run_id}"), source })?;
         let mut network = Network {
             run_id: run_id.into(),

@@ -4,7 +4,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// Each test starts a whole cluster with its control loops; on a small
+/// machine they take turns, so none starves another's elections.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static CLUSTERS: Mutex<()> = Mutex::new(());
+    CLUSTERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn unsupported() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
@@ -41,7 +49,7 @@ fn start(out: &std::path::Path, seed: &str, faults: &str) -> Run {
         .args(["chaos", "--peers", "3", "--seed", seed, "--faults", faults, "--out"])
         .arg(out)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(out.join("stderr.log")).expect("create stderr.log"))
         .spawn()
         .expect("berth chaos starts");
     Run(child)
@@ -111,6 +119,7 @@ fn leftovers(run_id: &str) -> Vec<String> {
 
 #[test]
 fn a_short_fixed_seed_run_passes_and_leaves_nothing_behind() {
+    let _turn = one_at_a_time();
     if let Some(why) = unsupported() {
         eprintln!("skipped: {why}");
         return;
@@ -120,7 +129,8 @@ fn a_short_fixed_seed_run_passes_and_leaves_nothing_behind() {
     let run_id = read_until(&mut run, "cluster up");
     let status = wait(&mut run, Duration::from_secs(170));
     let summary = std::fs::read_to_string(out.path().join("summary.txt")).unwrap_or_default();
-    assert!(status.success(), "berth chaos failed ({status}):\n{summary}");
+    let stderr = std::fs::read_to_string(out.path().join("stderr.log")).unwrap_or_default();
+    assert!(status.success(), "berth chaos failed ({status}):\n{summary}\n{stderr}");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(report["run_id"], run_id.as_str());
@@ -148,6 +158,7 @@ fn a_short_fixed_seed_run_passes_and_leaves_nothing_behind() {
 
 #[test]
 fn ctrl_c_mid_run_removes_the_cluster_and_its_namespaces() {
+    let _turn = one_at_a_time();
     if let Some(why) = unsupported() {
         eprintln!("skipped: {why}");
         return;
@@ -165,6 +176,7 @@ fn ctrl_c_mid_run_removes_the_cluster_and_its_namespaces() {
 
 #[test]
 fn what_a_killed_run_leaves_is_removed_by_clean() {
+    let _turn = one_at_a_time();
     if let Some(why) = unsupported() {
         eprintln!("skipped: {why}");
         return;
