@@ -15,8 +15,11 @@ const PROTOS: &[&str] = &[
     "berth/core/v1/core.proto",
     "berth/apps/v1/apps.proto",
     "berth/coordination/v1/coordination.proto",
+    "berth/rbac/v1/rbac.proto",
+    "berth/authorization/v1/authorization.proto",
     "berth/raft/v1/raft.proto",
     "berth/api/v1/api.proto",
+    "berth/api/v1/rbac.proto",
     "etcd/mvccpb/kv.proto",
     "etcd/etcdserverpb/rpc.proto",
     "runtime/v1/api.proto",
@@ -25,8 +28,14 @@ const PROTOS: &[&str] = &[
 
 /// Packages whose messages are API objects with a JSON/YAML form. Wire
 /// protocols (etcd, CRI's runtime.v1) are left out: they have no serde form.
-const API_PACKAGES: &[&str] =
-    &["berth.meta.v1", "berth.core.v1", "berth.apps.v1", "berth.coordination.v1"];
+const API_PACKAGES: &[&str] = &[
+    "berth.meta.v1",
+    "berth.core.v1",
+    "berth.apps.v1",
+    "berth.coordination.v1",
+    "berth.rbac.v1",
+    "berth.authorization.v1",
+];
 
 /// Messages with hand-written Rust types (their JSON form is a string or a
 /// bare value, not an object).
@@ -54,9 +63,23 @@ const ALWAYS_EMITTED: &[&str] = &[
     ".berth.core.v1.PodCondition.status",
     ".berth.core.v1.DaemonEndpoint.Port",
     ".berth.core.v1.ContainerPort.containerPort",
+    ".berth.core.v1.SeccompProfile.type",
+    ".berth.core.v1.Sysctl",
     ".berth.apps.v1.ReplicaSetStatus.replicas",
     ".berth.apps.v1.ScaleSpec.replicas",
     ".berth.apps.v1.ScaleStatus.replicas",
+    ".berth.rbac.v1.Role.rules",
+    ".berth.rbac.v1.ClusterRole.rules",
+    ".berth.rbac.v1.PolicyRule.verbs",
+    ".berth.rbac.v1.Subject.kind",
+    ".berth.rbac.v1.Subject.name",
+    ".berth.rbac.v1.RoleRef",
+    ".berth.authorization.v1.SubjectAccessReviewStatus.allowed",
+    ".berth.authorization.v1.SubjectRulesReviewStatus.resourceRules",
+    ".berth.authorization.v1.SubjectRulesReviewStatus.nonResourceRules",
+    ".berth.authorization.v1.SubjectRulesReviewStatus.incomplete",
+    ".berth.authorization.v1.ResourceRule.verbs",
+    ".berth.authorization.v1.NonResourceRule.verbs",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -46,6 +46,19 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<berth_patch::PatchError> for ApiError {
+    fn from(e: berth_patch::PatchError) -> Self {
+        use berth_patch::PatchError as P;
+        match e {
+            P::BadRequest(m) => ApiError::BadRequest(m),
+            P::UnsupportedMediaType(m) => ApiError::UnsupportedMediaType(m),
+            P::FieldConflicts { kind, name, causes } => {
+                ApiError::FieldConflicts { kind, name, causes }
+            }
+        }
+    }
+}
+
 impl ApiError {
     pub fn reason(&self) -> &'static str {
         match self {

@@ -32,7 +32,7 @@ struct Peer {
 }
 
 pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: berth_tls::Acceptor,
     store: Store,
     metrics: PrometheusHandle,
     api: Router,
@@ -44,7 +44,12 @@ pub(crate) async fn serve(
         .route("/metrics", get(render))
         .with_state(Peer { store, metrics })
         .merge(api);
-    let served = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
+    // Each request carries its connection's ConnectionInfo (the client
+    // certificate's subject) for authentication, as gRPC requests do.
+    let app = app.layer(axum::middleware::map_request(connection_info));
+    let served = axum::serve(Listener(listener), app.into_make_service_with_connect_info::<From>())
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await;
     if let Err(e) = served {
         tracing::error!(error = %e, "health endpoint failed");
     }
@@ -65,4 +70,43 @@ async fn readyz(State(peer): State<Peer>) -> (StatusCode, String) {
 async fn render(State(peer): State<Peer>) -> String {
     metrics::gauge!("berth_store_watchers_current").set(peer.store.watchers() as f64);
     peer.metrics.render()
+}
+
+/// The peer's HTTP connections, TLS or plain, for axum.
+struct Listener(berth_tls::Acceptor);
+
+impl axum::serve::Listener for Listener {
+    type Io = berth_tls::Connection;
+    type Addr = berth_tls::ConnectionInfo;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let connection = self.0.accept().await;
+        let info = connection.info().clone();
+        (connection, info)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(berth_tls::ConnectionInfo { remote: Some(self.0.local_addr()?), ..Default::default() })
+    }
+}
+
+/// Who a connection is from, as axum hands it to each request.
+#[derive(Clone)]
+struct From(berth_tls::ConnectionInfo);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Listener>> for From {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Listener>) -> From {
+        From(stream.remote_addr().clone())
+    }
+}
+
+/// Puts the connection's ConnectionInfo into the request's extensions,
+/// where the filters look for it.
+async fn connection_info(mut request: axum::extract::Request) -> axum::extract::Request {
+    let info =
+        request.extensions().get::<axum::extract::ConnectInfo<From>>().map(|c| c.0 .0.clone());
+    if let Some(info) = info {
+        request.extensions_mut().insert(info);
+    }
+    request
 }

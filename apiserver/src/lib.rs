@@ -17,5 +17,5 @@ mod rest;
 
 pub use compactor::spawn_compactor;
 pub use error::ApiError;
-pub use peer::{serve, PeerConfig, ServeError};
+pub use peer::{serve, PeerConfig, PeerTls, ServeError};
 pub use registry::Registry;

@@ -42,6 +42,32 @@ pub struct PeerConfig {
     /// relays of logs and exec to them. Without it, logs and exec are
     /// unavailable.
     pub kubelet_secret: Option<String>,
+    /// Mutual TLS on every surface: the gRPC port (the API, Raft between
+    /// peers, the etcd API), the HTTP port and the link to node agents.
+    /// None: plain TCP, which `berth server` allows only on loopback with
+    /// `--insecure`.
+    pub tls: Option<PeerTls>,
+    /// The authorizers requests pass, in order (`--authorization-mode`).
+    /// Empty: everything is allowed, as with AlwaysAllow alone.
+    pub authorization_modes: Vec<crate::filters::AuthorizationMode>,
+    /// Admission plugins beyond fencing, defaulting and validation
+    /// (`--enable-admission-plugins`).
+    pub admission_plugins: Vec<crate::filters::AdmissionPlugin>,
+    /// How the PodSecurity admission plugin judges pods, when enabled.
+    pub pod_security: crate::filters::PodSecurityConfig,
+    /// Token authentication, the audit log and the per-user in-flight
+    /// limit (`--token-auth-file`, `--service-account-key-file`,
+    /// `--audit-log-*`, `--max-requests-in-flight-per-user`).
+    pub guards: crate::filters::Guards,
+}
+
+/// A peer's TLS setup: its peer certificate (CN `system:peer:<id>`), used
+/// as its server certificate and as its client certificate towards other
+/// peers and node agents, and the cluster CA it trusts.
+#[derive(Clone, Debug)]
+pub struct PeerTls {
+    pub credential: berth_tls::Credential,
+    pub trust: berth_tls::Trust,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +78,10 @@ pub enum ServeError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("gRPC server failed: {0}")]
     Grpc(String),
+    #[error(transparent)]
+    Tls(#[from] berth_tls::TlsError),
+    #[error(transparent)]
+    Guards(#[from] crate::filters::GuardsError),
     #[error("peer {id} is not in the initial peer list {peers:?}")]
     NotAPeer { id: NodeId, peers: Vec<NodeId> },
 }
@@ -79,13 +109,50 @@ pub async fn serve(config: PeerConfig, stop: CancellationToken) -> Result<(), Se
         StoreConfig::new(config.id, &config.cluster, &config.data_dir, &config.advertise);
     store_config.heartbeat = config.heartbeat;
     store_config.election_timeout = config.election_timeout;
+    let client_tls = config
+        .tls
+        .as_ref()
+        .map(|tls| berth_tls::ClientTls::new(tls.trust.clone(), Some(tls.credential.clone())));
+    store_config.tls = client_tls.clone();
+    let server_tls = |protocol| {
+        config
+            .tls
+            .as_ref()
+            .map(|tls| berth_tls::ServerTls::new(&tls.credential, &tls.trust, protocol))
+            .transpose()
+    };
+    let grpc_incoming =
+        berth_tls::Acceptor::new(grpc_listener, server_tls(berth_tls::Protocol::Grpc)?);
+    let http_incoming =
+        berth_tls::Acceptor::new(http_listener, server_tls(berth_tls::Protocol::Http1)?);
     let store = Store::open(store_config).await?;
 
     let etcd = etcd_services(store.clone());
-    let api = crate::api::Api::new(crate::Registry::new(store.clone()), stop.clone())
+    let registry = crate::Registry::new(store.clone());
+    let mut filters = crate::filters::Filters::default();
+    filters.authorizers =
+        crate::filters::authorizers(&config.authorization_modes, &registry, &stop);
+    filters.admission = crate::filters::admission_plugins(
+        &config.admission_plugins,
+        &config.pod_security,
+        &registry,
+        &stop,
+    );
+    let mut filters = filters.with_token_authenticators(config.guards.token_authenticators()?);
+    if config.tls.is_some() {
+        // Client certificates first, as Kubernetes asks them: a connection
+        // that presented one is that user whatever headers it sends.
+        filters.authenticators.insert(0, Box::new(crate::filters::ClientCertificates));
+    }
+    // Written until this function returns, when the writer is dropped.
+    let (oversight, _audit_writer) = config.guards.oversight()?;
+    let api = crate::api::Api::new(registry, stop.clone())
+        .with_filters(filters)
+        .with_oversight(oversight)
         .with_event_ttl(config.event_ttl)
         .with_limits(config.max_requests_in_flight, config.max_watchers)
-        .with_kubelet_secret(config.kubelet_secret.clone());
+        .with_kubelet_secret(config.kubelet_secret.clone())
+        .with_kubelet_tls(client_tls);
     let resources = crate::api::services(api.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
     // Both versions of the reflection protocol: grpcurl asks v1, most
@@ -111,18 +178,18 @@ pub async fn serve(config: PeerConfig, stop: CancellationToken) -> Result<(), Se
         .add_service(resources.replica_sets)
         .add_service(resources.deployments)
         .add_service(resources.leases)
+        .add_service(resources.roles)
+        .add_service(resources.cluster_roles)
+        .add_service(resources.role_bindings)
+        .add_service(resources.cluster_role_bindings)
         .add_service(etcd.kv)
         .add_service(etcd.watch)
         .add_service(etcd.lease)
         .add_service(etcd.cluster)
         .add_service(etcd.maintenance)
-        .serve_with_incoming_shutdown(
-            // Small replies must not wait for delayed ACKs.
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            stop.clone().cancelled_owned(),
-        );
+        .serve_with_incoming_shutdown(grpc_incoming.into_stream(), stop.clone().cancelled_owned());
     let rest = crate::rest::router(api.clone());
-    let http = health::serve(http_listener, store.clone(), metrics, rest, stop.clone());
+    let http = health::serve(http_incoming, store.clone(), metrics, rest, stop.clone());
 
     let compactor = crate::spawn_compactor(
         store.clone(),

@@ -112,6 +112,51 @@ struct Harness {
     channels: Vec<Channel>,
     clock: Clock,
     run_id: String,
+    pki: Pki,
+}
+
+/// The run's cluster CA and the files of the certificates it issued:
+/// peers talk mutual TLS, as a real multi-machine cluster must.
+struct Pki {
+    dir: std::path::PathBuf,
+    /// The harness's own credential (an administrator's, which the etcd
+    /// API takes).
+    admin: berth_tls::ClientTls,
+}
+
+impl Pki {
+    fn create(dir: &std::path::Path, run_id: &str) -> Result<(Pki, berth_tls::ClusterCa), Error> {
+        let tls = |e: berth_tls::TlsError| Error::Harness(format!("cluster certificates: {e}"));
+        let ca =
+            berth_tls::ClusterCa::load_or_create(dir, &format!("chaos-{run_id}")).map_err(tls)?;
+        let admin = ca
+            .issue(&berth_tls::Subject {
+                common_name: "chaos-harness".into(),
+                organizations: vec!["system:masters".into()],
+                ..Default::default()
+            })
+            .map_err(tls)?;
+        admin.save(&dir.join("admin.crt"), &dir.join("admin.key")).map_err(tls)?;
+        let trust = berth_tls::Trust::from_pem(ca.cert_pem()).map_err(tls)?;
+        let admin = berth_tls::ClientTls::new(trust, Some(admin));
+        Ok((Pki { dir: dir.to_path_buf(), admin }, ca))
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+
+    /// A control loop's flags: the CA, and the administrator's certificate.
+    fn client_flags(&self) -> Vec<String> {
+        vec![
+            "--certificate-authority".into(),
+            self.file(berth_tls::CA_CERT_FILE),
+            "--client-certificate".into(),
+            self.file("admin.crt"),
+            "--client-key".into(),
+            self.file("admin.key"),
+        ]
+    }
 }
 
 impl Harness {
@@ -121,6 +166,7 @@ impl Harness {
         data: &std::path::Path,
     ) -> Result<Harness, Error> {
         let network = Network::create(run_id, config.peers)?;
+        let (pki, ca) = Pki::create(&data.join("pki"), run_id)?;
         let mut processes = Processes::new(&config.berth, &config.out.join("logs"));
         let addresses: Vec<String> =
             (0..config.peers).map(|p| format!("{}:2379", network.peer_ip(p))).collect();
@@ -141,7 +187,23 @@ impl Harness {
                 format!("{}:8080", network.peer_ip(peer)),
                 "--data-dir".into(),
                 data.join(format!("peer-{}", peer + 1)).to_string_lossy().into_owned(),
+                "--tls-cert-file".into(),
+                pki.file(&format!("peer-{}.crt", peer + 1)),
+                "--tls-private-key-file".into(),
+                pki.file(&format!("peer-{}.key", peer + 1)),
+                "--client-ca-file".into(),
+                pki.file(berth_tls::CA_CERT_FILE),
             ];
+            let host = network.peer_ip(peer).to_string();
+            let subject = berth_tls::peer_subject(peer as u64 + 1, vec![host]);
+            ca.issue(&subject)
+                .and_then(|c| {
+                    c.save(
+                        &data.join("pki").join(format!("peer-{}.crt", peer + 1)),
+                        &data.join("pki").join(format!("peer-{}.key", peer + 1)),
+                    )
+                })
+                .map_err(|e| Error::Harness(format!("peer certificate: {e}")))?;
             processes.add(
                 &format!("peer-{}", peer + 1),
                 Role::Peer,
@@ -150,8 +212,10 @@ impl Harness {
                 None,
             )?;
         }
-        let channels =
-            addresses.iter().map(|a| workload::channel(a)).collect::<Result<Vec<_>, _>>()?;
+        let channels = addresses
+            .iter()
+            .map(|a| workload::channel(a, &pki.admin))
+            .collect::<Result<Vec<_>, _>>()?;
         let harness = Harness {
             processes,
             network,
@@ -159,6 +223,7 @@ impl Harness {
             channels,
             clock: Clock(Instant::now()),
             run_id: run_id.into(),
+            pki,
         };
         Ok(harness)
     }
@@ -168,6 +233,7 @@ impl Harness {
         config.request_timeout = Duration::from_secs(2);
         config.connect_timeout = Duration::from_millis(500);
         config.retry_for = Duration::from_secs(5);
+        config.tls = Some(self.pki.admin.clone());
         berth_client::Client::with_config(config).map_err(|e| Error::Harness(e.to_string()))
     }
 
@@ -192,6 +258,7 @@ impl Harness {
                     "--http".into(),
                     format!("127.0.0.1:{port}"),
                 ];
+                let args = [args, self.pki.client_flags()].concat();
                 self.processes.add(&name, role, None, args, Some(port))?;
             }
         }

@@ -38,9 +38,9 @@ impl Clock {
     }
 }
 
-/// A gRPC channel to one peer's etcd facade, dialled lazily.
-pub fn channel(address: &str) -> Result<Channel, crate::Error> {
-    Ok(Channel::from_shared(format!("http://{address}"))
+/// A gRPC channel to one peer's etcd facade over TLS, dialled lazily.
+pub fn channel(address: &str, tls: &berth_tls::ClientTls) -> Result<Channel, crate::Error> {
+    Ok(berth_tls::endpoint(address, Some(tls))
         .map_err(|e| crate::Error::Harness(format!("bad peer address {address}: {e}")))?
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)

@@ -17,6 +17,17 @@ pub struct AgentArgs {
     /// API server peers, comma-separated (host:port of their gRPC address)
     #[arg(long, default_value = "127.0.0.1:2379")]
     server: String,
+    #[command(flatten)]
+    auth: crate::config::AuthArgs,
+    /// The node's certificate (`berth pki issue --node NAME`), served by
+    /// its stream server for logs and exec, which then takes only the API
+    /// server peers of the CA named by --certificate-authority (instead of
+    /// the cluster secret)
+    #[arg(long, requires_all = ["tls_private_key_file", "certificate_authority"])]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
     /// This node's name [default: the host name]
     #[arg(long)]
     node_name: Option<String>,
@@ -75,6 +86,12 @@ pub struct AgentArgs {
     /// publishes the port it got
     #[arg(long, default_value_t = 0)]
     kubelet_port: u16,
+    /// Containers whose pod names no seccomp profile run under the
+    /// runtime's default profile (RuntimeDefault), as Kubernetes'
+    /// --seccomp-default; --seccomp-default=false leaves them Unconfined.
+    /// Localhost profiles are read from <root-dir>/seccomp
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    seccomp_default: bool,
 }
 
 pub fn run(args: &AgentArgs) -> ExitCode {
@@ -120,9 +137,19 @@ fn serve(args: &AgentArgs) -> Result<()> {
     config.cluster_secret =
         args.cluster_secret_file.as_deref().map(crate::server::read_cluster_secret).transpose()?;
     config.kubelet_port = args.kubelet_port;
+    let auth = args.auth.auth()?;
+    if let (Some(cert), Some(key), Some(ca)) =
+        (&args.tls_cert_file, &args.tls_private_key_file, &auth.certificate_authority)
+    {
+        let credential = berth_tls::Credential::load(cert, key)?;
+        let trust = berth_tls::Trust::load(ca)?;
+        config.stream_tls =
+            Some(berth_tls::ServerTls::new(&credential, &trust, berth_tls::Protocol::Grpc)?);
+    }
+    config.seccomp_default = args.seccomp_default;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async {
-        let client = berth_client::Client::new(peers)?;
+        let client = berth_client::Client::with_config(auth.client_config("berth-agent", peers)?)?;
         let stop = tokio_util::sync::CancellationToken::new();
         let runtime_stop = tokio_util::sync::CancellationToken::new();
         let http =

@@ -3,7 +3,7 @@
 //! sent to the Raft leader, through the etcd v3 Cluster and Maintenance
 //! services every peer serves), and saving and restoring the store.
 
-use crate::config::ConnectArgs;
+use crate::config::{ConnectArgs, Target};
 use crate::verbs::one_line;
 use anyhow::{anyhow, bail, Context, Result};
 use berth_proto::etcd::etcdserverpb::cluster_client::ClusterClient;
@@ -111,20 +111,20 @@ async fn command(args: &ClusterArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let endpoints = args.connect.target()?.endpoints;
+    let target = args.connect.target()?;
     match &args.command {
-        ClusterCommand::Status { output } => status(&endpoints, output.is_some()).await,
+        ClusterCommand::Status { output } => status(&target, output.is_some()).await,
         ClusterCommand::AddPeer { address, learner } => {
-            add_peer(&endpoints, address, *learner).await.map(|_| ExitCode::SUCCESS)
+            add_peer(&target, address, *learner).await.map(|_| ExitCode::SUCCESS)
         }
         ClusterCommand::RemovePeer { id, force } => {
-            remove_peer(&endpoints, *id, *force).await.map(|_| ExitCode::SUCCESS)
+            remove_peer(&target, *id, *force).await.map(|_| ExitCode::SUCCESS)
         }
         ClusterCommand::TransferLeader { id } => {
-            transfer_leader(&endpoints, *id).await.map(|_| ExitCode::SUCCESS)
+            transfer_leader(&target, *id).await.map(|_| ExitCode::SUCCESS)
         }
         ClusterCommand::Snapshot(SnapshotCommand::Save { file }) => {
-            save(&endpoints, file).await.map(|_| ExitCode::SUCCESS)
+            save(&target, file).await.map(|_| ExitCode::SUCCESS)
         }
         ClusterCommand::Snapshot(SnapshotCommand::Restore { .. }) => Ok(ExitCode::SUCCESS),
     }
@@ -138,17 +138,9 @@ fn url(addr: &str) -> String {
     }
 }
 
-async fn channel(addr: &str, timeout: Duration) -> Result<Channel> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url(addr))
-        .with_context(|| format!("address {addr:?}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(timeout);
-    endpoint.connect().await.with_context(|| format!("connect to {addr}"))
-}
-
 /// One peer's own view, or why it gave none.
-async fn peer_status(addr: &str) -> Result<StatusResponse> {
-    let channel = channel(addr, Duration::from_secs(3)).await?;
+async fn peer_status(target: &Target, addr: &str) -> Result<StatusResponse> {
+    let channel = target.auth.channel(addr, Some(Duration::from_secs(3))).await?;
     let response = MaintenanceClient::new(channel)
         .status(StatusRequest {})
         .await
@@ -157,11 +149,11 @@ async fn peer_status(addr: &str) -> Result<StatusResponse> {
 }
 
 /// The members, from the first endpoint that answers.
-async fn members(endpoints: &[String]) -> Result<Vec<Member>> {
+async fn members(target: &Target) -> Result<Vec<Member>> {
     let mut last = anyhow!("no endpoints");
-    for addr in endpoints {
+    for addr in &target.endpoints {
         let listed = async {
-            let channel = channel(addr, Duration::from_secs(3)).await?;
+            let channel = target.auth.channel(addr, Some(Duration::from_secs(3))).await?;
             let response = ClusterClient::new(channel)
                 .member_list(MemberListRequest { linearizable: false })
                 .await
@@ -179,18 +171,18 @@ async fn members(endpoints: &[String]) -> Result<Vec<Member>> {
 
 fn member_addr(m: &Member) -> String {
     let url = m.client_ur_ls.first().or(m.peer_ur_ls.first()).cloned().unwrap_or_default();
-    url.strip_prefix("http://").unwrap_or(&url).to_string()
+    url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).unwrap_or(&url).to_string()
 }
 
 /// The leader's id and address, waiting out an election for a while.
-async fn leader(endpoints: &[String]) -> Result<(u64, String)> {
+async fn leader(target: &Target) -> Result<(u64, String)> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let members = members(endpoints).await?;
+        let members = members(target).await?;
         let mut addrs: Vec<String> = members.iter().map(member_addr).collect();
-        addrs.extend(endpoints.iter().cloned());
+        addrs.extend(target.endpoints.iter().cloned());
         for addr in &addrs {
-            if let Ok(status) = peer_status(addr).await {
+            if let Ok(status) = peer_status(target, addr).await {
                 if status.leader != 0 {
                     if let Some(m) = members.iter().find(|m| m.id == status.leader) {
                         return Ok((m.id, member_addr(m)));
@@ -218,11 +210,12 @@ struct PeerRow {
     health: String,
 }
 
-async fn status(endpoints: &[String], json: bool) -> Result<ExitCode> {
-    let members = members(endpoints).await?;
+async fn status(target: &Target, json: bool) -> Result<ExitCode> {
+    let members = members(target).await?;
     let mut peers: BTreeMap<u64, String> = members.iter().map(|m| (m.id, member_addr(m))).collect();
     let learners: Vec<u64> = members.iter().filter(|m| m.is_learner).map(|m| m.id).collect();
-    let answers = futures::future::join_all(peers.values().map(|addr| peer_status(addr))).await;
+    let answers =
+        futures::future::join_all(peers.values().map(|addr| peer_status(target, addr))).await;
     let mut rows = Vec::new();
     let mut leaders = 0;
     for ((id, addr), answer) in std::mem::take(&mut peers).into_iter().zip(answers) {
@@ -291,15 +284,15 @@ async fn status(endpoints: &[String], json: bool) -> Result<ExitCode> {
 
 /// Runs a membership call on the leader, finding it again when leadership
 /// moved in between.
-async fn on_leader<T, F, Fut>(endpoints: &[String], mut call: F) -> Result<T>
+async fn on_leader<T, F, Fut>(target: &Target, mut call: F) -> Result<T>
 where
     F: FnMut(Channel) -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
     let mut attempts = 0;
     loop {
-        let (_, addr) = leader(endpoints).await?;
-        let channel = channel(&addr, Duration::from_secs(120)).await?;
+        let (_, addr) = leader(target).await?;
+        let channel = target.auth.channel(&addr, Some(Duration::from_secs(120))).await?;
         match call(channel).await {
             Ok(value) => return Ok(value),
             Err(s) if s.code() == tonic::Code::Unavailable && attempts < 5 => attempts += 1,
@@ -308,9 +301,9 @@ where
     }
 }
 
-async fn add_peer(endpoints: &[String], address: &str, learner: bool) -> Result<()> {
+async fn add_peer(target: &Target, address: &str, learner: bool) -> Result<()> {
     eprintln!("adding the peer at {address}; it joins as a learner and catches up first");
-    let response = on_leader(endpoints, |channel| async move {
+    let response = on_leader(target, |channel| async move {
         ClusterClient::new(channel)
             .member_add(MemberAddRequest { peer_ur_ls: vec![url(address)], is_learner: learner })
             .await
@@ -323,8 +316,8 @@ async fn add_peer(endpoints: &[String], address: &str, learner: bool) -> Result<
     Ok(())
 }
 
-async fn remove_peer(endpoints: &[String], id: u64, force: bool) -> Result<()> {
-    let members = members(endpoints).await?;
+async fn remove_peer(target: &Target, id: u64, force: bool) -> Result<()> {
+    let members = members(target).await?;
     let Some(member) = members.iter().find(|m| m.id == id) else {
         let ids: Vec<String> = members.iter().map(|m| m.id.to_string()).collect();
         bail!("NotFound: peer {id} is not a member (members: {})", ids.join(", "));
@@ -333,7 +326,7 @@ async fn remove_peer(endpoints: &[String], id: u64, force: bool) -> Result<()> {
     if !member.is_learner && voters.len() == 1 {
         bail!("peer {id} is the last voter: removing it would leave no one to hold the store");
     }
-    let (leader_id, _) = leader(endpoints).await?;
+    let (leader_id, _) = leader(target).await?;
     if leader_id == id {
         if !force {
             bail!(
@@ -346,10 +339,10 @@ async fn remove_peer(endpoints: &[String], id: u64, force: bool) -> Result<()> {
             bail!("peer {id} is the last voter");
         };
         eprintln!("warning: peer {id} leads; moving leadership away from it first");
-        let now = move_leadership(endpoints, next, false).await?;
+        let now = move_leadership(target, next, false).await?;
         println!("leadership moved from peer {id} to peer {now}");
     }
-    on_leader(endpoints, |channel| async move {
+    on_leader(target, |channel| async move {
         ClusterClient::new(channel)
             .member_remove(MemberRemoveRequest { id })
             .await
@@ -360,19 +353,19 @@ async fn remove_peer(endpoints: &[String], id: u64, force: bool) -> Result<()> {
     Ok(())
 }
 
-async fn transfer_leader(endpoints: &[String], id: u64) -> Result<()> {
-    let members = members(endpoints).await?;
+async fn transfer_leader(target: &Target, id: u64) -> Result<()> {
+    let members = members(target).await?;
     match members.iter().find(|m| m.id == id) {
         None => bail!("NotFound: peer {id} is not a member"),
         Some(m) if m.is_learner => bail!("peer {id} is a learner; only voters can lead"),
         Some(_) => {}
     }
-    let (from, _) = leader(endpoints).await?;
+    let (from, _) = leader(target).await?;
     if from == id {
         println!("peer {id} already leads");
         return Ok(());
     }
-    move_leadership(endpoints, id, true).await?;
+    move_leadership(target, id, true).await?;
     println!("leadership moved from peer {from} to peer {id}");
     Ok(())
 }
@@ -381,19 +374,19 @@ async fn transfer_leader(endpoints: &[String], id: u64) -> Result<()> {
 /// leader steps back and `to` campaigns, but another voter may still win
 /// that election: unless `exactly`, any new leader will do; otherwise the
 /// move is tried again from the new leader.
-async fn move_leadership(endpoints: &[String], to: u64, exactly: bool) -> Result<u64> {
+async fn move_leadership(target: &Target, to: u64, exactly: bool) -> Result<u64> {
     const ATTEMPTS: usize = 10;
-    let from = settled_leader(endpoints).await?;
+    let from = settled_leader(target).await?;
     let mut now = from;
     for _ in 0..ATTEMPTS {
-        on_leader(endpoints, |channel| async move {
+        on_leader(target, |channel| async move {
             MaintenanceClient::new(channel)
                 .move_leader(MoveLeaderRequest { target_id: to })
                 .await
                 .map(tonic::Response::into_inner)
         })
         .await?;
-        now = settled_leader(endpoints).await?;
+        now = settled_leader(target).await?;
         if now == to || (!exactly && now != from) {
             return Ok(now);
         }
@@ -402,15 +395,13 @@ async fn move_leadership(endpoints: &[String], to: u64, exactly: bool) -> Result
 }
 
 /// The leader once the members that answer agree on it.
-async fn settled_leader(endpoints: &[String]) -> Result<u64> {
+async fn settled_leader(target: &Target) -> Result<u64> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let members = members(endpoints).await?;
-        let answers = futures::future::join_all(
-            members
-                .iter()
-                .map(|m| async move { peer_status(&member_addr(m)).await.ok().map(|s| s.leader) }),
-        )
+        let members = members(target).await?;
+        let answers = futures::future::join_all(members.iter().map(|m| async move {
+            peer_status(target, &member_addr(m)).await.ok().map(|s| s.leader)
+        }))
         .await;
         let seen: Vec<u64> = answers.into_iter().flatten().collect();
         if let Some(first) = seen.first().copied() {
@@ -425,10 +416,10 @@ async fn settled_leader(endpoints: &[String]) -> Result<u64> {
     }
 }
 
-async fn save(endpoints: &[String], file: &std::path::Path) -> Result<()> {
+async fn save(target: &Target, file: &std::path::Path) -> Result<()> {
     let mut last = anyhow!("no endpoints");
-    for addr in endpoints {
-        match save_from(addr, file).await {
+    for addr in &target.endpoints {
+        match save_from(target, addr, file).await {
             Ok(()) => return Ok(()),
             Err(e) => last = e,
         }
@@ -436,9 +427,9 @@ async fn save(endpoints: &[String], file: &std::path::Path) -> Result<()> {
     Err(last)
 }
 
-async fn save_from(addr: &str, file: &std::path::Path) -> Result<()> {
+async fn save_from(target: &Target, addr: &str, file: &std::path::Path) -> Result<()> {
     use tokio::io::AsyncWriteExt;
-    let channel = channel(addr, Duration::from_secs(600)).await?;
+    let channel = target.auth.channel(addr, Some(Duration::from_secs(600))).await?;
     let mut stream = MaintenanceClient::new(channel)
         .snapshot(SnapshotRequest {})
         .await

@@ -13,6 +13,8 @@ pub struct ControllerManagerArgs {
     /// API server peers as HOST:PORT,...; calls fail over between them
     #[arg(long, value_delimiter = ',', required = true)]
     server: Vec<String>,
+    #[command(flatten)]
+    auth: crate::config::AuthArgs,
     /// This replica's name in the Lease and in its Events (default: the
     /// host name and process id)
     #[arg(long)]
@@ -123,7 +125,8 @@ fn serve(args: &ControllerManagerArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async {
         // Connections are made lazily, on the runtime.
-        let client = Client::new(args.server.iter().cloned()).context("API server addresses")?;
+        let config_of_client = args.auth.auth()?.client_config("berth-controller-manager", args.server.clone())?;
+        let client = Client::with_config(config_of_client).context("API server addresses")?;
         let stop = tokio_util::sync::CancellationToken::new();
         tracing::info!(identity = %config.identity, servers = ?args.server, http = %args.http, "controller-manager starting");
         let manager = ControllerManager::new(&client, config);

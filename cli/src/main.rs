@@ -10,8 +10,10 @@ mod demo;
 mod device_plugin;
 mod endpoints;
 mod manifests;
+mod pki;
 mod scheduler;
 mod server;
+mod token;
 mod up;
 mod verbs;
 
@@ -66,6 +68,10 @@ enum Command {
     Exec(verbs::ExecArgs),
     /// Wait for a condition on objects
     Wait(verbs::WaitArgs),
+    /// Mint service-account tokens
+    Token(token::TokenArgs),
+    /// Create the cluster CA and issue certificates for peers, nodes and users
+    Pki(pki::PkiArgs),
     /// Inspect and change the API-server peers of a cluster
     Cluster(cluster::ClusterArgs),
     /// Check manifests strictly against berth's object model, without a cluster
@@ -100,6 +106,8 @@ fn main() -> ExitCode {
         Command::Logs(args) => verbs::logs(args),
         Command::Exec(args) => verbs::exec(args),
         Command::Cluster(args) => cluster::run(args),
+        Command::Pki(args) => pki::run(args),
+        Command::Token(args) => token::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Chaos(args) => chaos::run(args),
         Command::DevicePlugin(args) => device_plugin::run(args),

@@ -14,6 +14,8 @@ pub struct SchedulerArgs {
     /// API server peers, comma-separated (host:port of their gRPC address)
     #[arg(long, default_value = "127.0.0.1:2379")]
     server: String,
+    #[command(flatten)]
+    auth: crate::config::AuthArgs,
     /// This replica's name in the Lease [default: hostname-pid]
     #[arg(long)]
     id: Option<String>,
@@ -67,7 +69,9 @@ fn schedule(args: &SchedulerArgs) -> Result<()> {
     let peers = endpoints::peers(&args.server)?;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async {
-        let client = berth_client::Client::new(peers)?;
+        let client = berth_client::Client::with_config(
+            args.auth.auth()?.client_config("berth-scheduler", peers)?,
+        )?;
         let stop = tokio_util::sync::CancellationToken::new();
         let (leadership, leading) = tokio::sync::watch::channel(None);
         let http = endpoints::serve(args.http, leading, stop.clone()).await?;

@@ -55,11 +55,58 @@ pub struct ServerArgs {
     /// (a watch's stream is not cut; only its opening is bounded)
     #[arg(long, default_value_t = 60)]
     request_timeout_seconds: u64,
+    /// This peer's certificate (PEM), issued by the cluster CA for
+    /// CN=system:peer:ID (`berth pki issue --peer ID`): its server
+    /// certificate on every port, and its client certificate towards other
+    /// peers and node agents
+    #[arg(long, requires_all = ["tls_private_key_file", "client_ca_file"], conflicts_with = "insecure")]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// The cluster CA's certificate: peers, clients and node agents must
+    /// present certificates it issued (clients may use a token instead)
+    #[arg(long, requires = "tls_cert_file")]
+    client_ca_file: Option<PathBuf>,
+    /// Serve plain TCP without TLS: no client certificates, no peer
+    /// authentication. Allowed only when every address is on loopback
+    #[arg(long)]
+    insecure: bool,
     /// File holding the cluster secret node agents hold (`berth up` writes
     /// one); it authenticates the relays of logs and exec to them. Without
     /// it, logs and exec are unavailable
     #[arg(long)]
     cluster_secret_file: Option<PathBuf>,
+    /// Authorizers a request passes, in order, as a comma list: AlwaysAllow
+    /// (everything), Node (node agents' credentials, for what an agent
+    /// does), RBAC (the rules of Roles and ClusterRoles bound to the
+    /// caller); the first that allows decides, and a request none allows
+    /// is Forbidden [default: Node,RBAC; with --insecure, where nobody has
+    /// an identity, AlwaysAllow]
+    #[arg(long, value_delimiter = ',')]
+    authorization_mode: Vec<berth_apiserver::filters::AuthorizationMode>,
+    /// Admission plugins every write passes besides fencing, defaulting and
+    /// validation, as a comma list: NodeRestriction (a node may change only
+    /// its own Node and Lease and the pods bound to it), PodSecurity (the
+    /// Pod Security Standards each namespace's
+    /// pod-security.kubernetes.io/enforce label names) [default: both;
+    /// with --insecure, none]
+    #[arg(long, value_delimiter = ',')]
+    enable_admission_plugins: Vec<berth_apiserver::filters::AdmissionPlugin>,
+    /// The pod security level enforced in namespaces without a
+    /// pod-security.kubernetes.io/enforce label: privileged, baseline or
+    /// restricted
+    #[arg(long, default_value = "privileged")]
+    pod_security_default_level: berth_apiserver::filters::Level,
+    /// Users whose pods pod security admission does not check (comma list)
+    #[arg(long, value_delimiter = ',')]
+    pod_security_exempt_users: Vec<String>,
+    /// Groups whose members' pods pod security admission does not check
+    /// (comma list)
+    #[arg(long, value_delimiter = ',')]
+    pod_security_exempt_groups: Vec<String>,
+    #[command(flatten)]
+    guards: crate::token::GuardArgs,
 }
 
 pub fn run(args: &ServerArgs) -> ExitCode {
@@ -86,12 +133,13 @@ fn serve(args: &ServerArgs) -> Result<()> {
             args.heartbeat_ms
         );
     }
+    let advertise = args.advertise.clone().unwrap_or_else(|| args.listen.to_string());
     let config = berth_apiserver::PeerConfig {
         id: args.id,
         cluster: args.cluster.clone(),
         data_dir: args.data_dir.clone(),
         listen: args.listen,
-        advertise: args.advertise.clone().unwrap_or_else(|| args.listen.to_string()),
+        advertise: advertise.clone(),
         http: args.http,
         initial_peers,
         heartbeat: Duration::from_millis(args.heartbeat_ms),
@@ -102,6 +150,15 @@ fn serve(args: &ServerArgs) -> Result<()> {
         max_watchers: args.max_watchers,
         request_timeout: Duration::from_secs(args.request_timeout_seconds.max(1)),
         kubelet_secret: args.cluster_secret_file.as_deref().map(read_cluster_secret).transpose()?,
+        tls: peer_tls(args, &advertise)?,
+        authorization_modes: authorization_modes(args),
+        admission_plugins: admission_plugins(args),
+        pod_security: berth_apiserver::filters::PodSecurityConfig {
+            default_level: args.pod_security_default_level,
+            exempt_users: args.pod_security_exempt_users.clone(),
+            exempt_groups: args.pod_security_exempt_groups.clone(),
+        },
+        guards: args.guards.config(),
     };
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async {
@@ -119,6 +176,73 @@ fn serve(args: &ServerArgs) -> Result<()> {
         });
         berth_apiserver::serve(config, stop).await.context("peer stopped")
     })
+}
+
+/// The authorizers asked for, else the secure default: a cluster with
+/// identities authorizes by them; an insecure one has none to go by.
+fn authorization_modes(args: &ServerArgs) -> Vec<berth_apiserver::filters::AuthorizationMode> {
+    use berth_apiserver::filters::AuthorizationMode::*;
+    match (&args.authorization_mode[..], args.insecure) {
+        ([], true) => vec![AlwaysAllow],
+        ([], false) => vec![Node, Rbac],
+        (given, _) => given.to_vec(),
+    }
+}
+
+/// The admission plugins asked for, else those a secure cluster runs.
+fn admission_plugins(args: &ServerArgs) -> Vec<berth_apiserver::filters::AdmissionPlugin> {
+    use berth_apiserver::filters::AdmissionPlugin::*;
+    match (&args.enable_admission_plugins[..], args.insecure) {
+        ([], true) => Vec::new(),
+        ([], false) => vec![NodeRestriction, PodSecurity],
+        (given, _) => given.to_vec(),
+    }
+}
+
+/// The peer's TLS setup from its flags; None with `--insecure`, which only
+/// loopback addresses may use.
+fn peer_tls(args: &ServerArgs, advertise: &str) -> Result<Option<berth_apiserver::PeerTls>> {
+    if args.insecure {
+        let addresses = [args.listen.to_string(), args.http.to_string(), advertise.to_string()];
+        let exposed: Vec<&String> =
+            addresses.iter().filter(|a| !berth_tls::is_loopback(a)).collect();
+        if !exposed.is_empty() {
+            bail!(
+                "--insecure serves without TLS, which is refused on non-loopback addresses \
+                 ({}); give --tls-cert-file, --tls-private-key-file and --client-ca-file \
+                 (berth pki issues them)",
+                exposed.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        return Ok(None);
+    }
+    let (Some(cert), Some(key), Some(ca)) =
+        (&args.tls_cert_file, &args.tls_private_key_file, &args.client_ca_file)
+    else {
+        bail!(
+            "a peer serves over mutual TLS: give --tls-cert-file, --tls-private-key-file and \
+             --client-ca-file (`berth pki init` makes a cluster CA, `berth pki issue --peer {}` \
+             this peer's certificate), or --insecure for a loopback-only cluster",
+            args.id
+        );
+    };
+    let credential = berth_tls::Credential::load(cert, key)?;
+    let trust = berth_tls::Trust::load(ca)?;
+    trust
+        .verify_client(&credential.cert_pem)
+        .with_context(|| format!("{} was not issued by {}", cert.display(), ca.display()))?;
+    let named = credential.identity().and_then(|i| i.peer_id());
+    if named != Some(args.id) {
+        bail!(
+            "{} is not peer {}'s certificate (its CN must be system:peer:{}; `berth pki issue \
+             --peer {}` makes one)",
+            cert.display(),
+            args.id,
+            args.id,
+            args.id
+        );
+    }
+    Ok(Some(berth_apiserver::PeerTls { credential, trust }))
 }
 
 /// The cluster secret in `path`: one line, surrounding whitespace ignored.

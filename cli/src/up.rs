@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+mod credentials;
+mod images;
+mod network;
+
 #[derive(clap::Args)]
 pub struct UpArgs {
     /// Where the cluster keeps its data, logs, ports and kubeconfig
@@ -26,8 +30,11 @@ pub struct UpArgs {
     /// Stop a detached cluster
     #[arg(long, conflicts_with = "detach")]
     down: bool,
-    /// Node agents to start (they need root; without it the cluster has
-    /// no nodes)
+    /// Node agents to start, at most 16 (they need root; without it the
+    /// cluster has no nodes). Node N's pods get a /24 on a bridge of its
+    /// own, berthBBB-N; the cluster's block BBB (a /20 in 10.128.0.0/9) is
+    /// derived from --dir and kept, so clusters never share a bridge or a
+    /// subnet
     #[arg(long, default_value_t = 1)]
     nodes: usize,
     /// Registries (host:port) the nodes pull from over plain HTTP
@@ -54,6 +61,13 @@ struct Layout {
     /// Node agents' HTTP ports, one per node; grows with --nodes.
     #[serde(default)]
     agents: Vec<String>,
+    /// The nodes' bridges and pod subnets; chosen on the first start with
+    /// nodes.
+    #[serde(default)]
+    network: Option<network::PodNetwork>,
+    /// How `berth up` itself reaches the cluster: as its administrator.
+    #[serde(skip)]
+    auth: crate::config::Auth,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -80,12 +94,18 @@ fn free_addr() -> Result<String> {
 }
 
 fn layout(dir: &Path, nodes: usize) -> Result<Layout> {
+    if nodes > network::MAX_NODES {
+        bail!("--nodes {nodes}: a local cluster has at most {} nodes", network::MAX_NODES);
+    }
     let path = dir.join("cluster.json");
     if let Ok(text) = std::fs::read_to_string(&path) {
         let mut layout: Layout = serde_json::from_str(&text)
             .with_context(|| format!("{} is damaged", path.display()))?;
         while layout.agents.len() < nodes {
             layout.agents.push(free_addr()?);
+        }
+        if nodes > 0 && layout.network.is_none() {
+            layout.network = Some(network::PodNetwork::choose(dir)?);
         }
         std::fs::write(&path, serde_json::to_vec_pretty(&layout)?)?;
         return Ok(layout);
@@ -97,27 +117,11 @@ fn layout(dir: &Path, nodes: usize) -> Result<Layout> {
         schedulers: (0..REPLICAS).map(|_| free_addr()).collect::<Result<_>>()?,
         controller_managers: (0..REPLICAS).map(|_| free_addr()).collect::<Result<_>>()?,
         agents: (0..nodes).map(|_| free_addr()).collect::<Result<_>>()?,
+        network: (nodes > 0).then(|| network::PodNetwork::choose(dir)).transpose()?,
+        auth: Default::default(),
     };
     std::fs::write(&path, serde_json::to_vec_pretty(&layout)?)?;
     Ok(layout)
-}
-
-/// A kubeconfig with a context per peer, so `kubectl --context peer-2`
-/// reaches any of them.
-fn kubeconfig(layout: &Layout) -> String {
-    let mut text = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
-    for (i, p) in layout.peers.iter().enumerate() {
-        text +=
-            &format!("- name: berth-peer-{}\n  cluster:\n    server: http://{}\n", i + 1, p.http);
-    }
-    text += "users:\n- name: berth-local\n  user: {}\ncontexts:\n";
-    for i in 1..=layout.peers.len() {
-        text += &format!(
-            "- name: peer-{i}\n  context:\n    cluster: berth-peer-{i}\n    user: berth-local\n"
-        );
-    }
-    text += "current-context: peer-1\n";
-    text
 }
 
 /// The cluster's processes; whatever is still running when this goes is
@@ -214,29 +218,6 @@ impl Drop for Processes {
     }
 }
 
-/// The cluster secret the peers and agents share, for the relays of logs
-/// and exec: made once per cluster directory, readable by its owner only.
-fn cluster_secret(dir: &Path) -> Result<PathBuf> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join("cluster-secret");
-    if path.exists() {
-        return Ok(path);
-    }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("no randomness for the cluster secret: {e}"))?;
-    let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("create {}", path.display()))?;
-    writeln!(file, "{text}").with_context(|| format!("write {}", path.display()))?;
-    Ok(path)
-}
-
 fn default_dir() -> Result<PathBuf> {
     let home = std::env::var_os("HOME").context("HOME is not set; pass --dir")?;
     Ok(PathBuf::from(home).join(".berth").join("up"))
@@ -277,7 +258,9 @@ fn up(args: &UpArgs) -> Result<()> {
             "berth up: node agents need root (namespaces, cgroups, mounts); starting without nodes"
         );
     }
-    let layout = layout(&dir, nodes)?;
+    let mut layout = layout(&dir, nodes)?;
+    let pki = credentials::prepare(&dir, PEERS, nodes)?;
+    layout.auth = pki.admin_auth();
     let registries = args.insecure_registry.clone();
     for p in &layout.peers {
         if std::net::TcpListener::bind(&p.grpc).is_err()
@@ -290,7 +273,8 @@ fn up(args: &UpArgs) -> Result<()> {
             );
         }
     }
-    let secret = cluster_secret(&dir)?;
+    // Before the agents start: each then holds its node's image store.
+    let test_image = runtime.block_on(images::make_ready(&dir, nodes))?;
     let servers: Vec<String> = layout.peers.iter().map(|p| p.grpc.clone()).collect();
     let members: Vec<String> =
         servers.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
@@ -315,7 +299,7 @@ fn up(args: &UpArgs) -> Result<()> {
         .iter()
         .map(|s| s.to_string())
         .chain([data.to_string_lossy().into_owned()])
-        .chain(["--cluster-secret-file".into(), secret.to_string_lossy().into_owned()])
+        .chain(pki.peer_flags(i))
         .collect();
         processes.spawn(&dir, &format!("peer-{id}"), &args)?;
     }
@@ -329,13 +313,17 @@ fn up(args: &UpArgs) -> Result<()> {
             "--http",
             http,
         ];
-        processes.spawn(&dir, &format!("scheduler-{}", i + 1), &args.map(String::from))?;
+        let mut args = args.map(String::from).to_vec();
+        args.extend(pki.scheduler.client_flags(&pki.ca));
+        processes.spawn(&dir, &format!("scheduler-{}", i + 1), &args)?;
     }
     for (i, http) in layout.controller_managers.iter().enumerate() {
         let id = format!("controller-manager-{}", i + 1);
         let args =
             ["controller-manager", "--server", &servers.join(","), "--id", &id, "--http", http];
-        processes.spawn(&dir, &id, &args.map(String::from))?;
+        let mut args = args.map(String::from).to_vec();
+        args.extend(pki.controller_manager.client_flags(&pki.ca));
+        processes.spawn(&dir, &id, &args)?;
     }
     for (i, http) in layout.agents.iter().take(nodes).enumerate() {
         let name = format!("node-{}", i + 1);
@@ -352,15 +340,15 @@ fn up(args: &UpArgs) -> Result<()> {
         .map(String::from)
         .to_vec();
         // Each node its own bridge and subnet, so several fit on one host.
-        args.extend(["--cni-bridge".into(), format!("berth{}", i + 1)]);
-        args.extend(["--pod-cidr".into(), format!("10.88.{}.0/24", i + 1)]);
+        let network = layout.network.context("the layout has no pod network")?;
+        args.extend(["--cni-bridge".into(), network.bridge(i + 1)]);
+        args.extend(["--pod-cidr".into(), network.subnet(i + 1)]);
         args.push("--root-dir".into());
         args.push(dir.join(&name).to_string_lossy().into_owned());
         // Several nodes on one host: each its own device-plugin socket.
         args.push("--device-plugin-root".into());
         args.push(dir.join(&name).join("kubelet").to_string_lossy().into_owned());
-        args.push("--cluster-secret-file".into());
-        args.push(secret.to_string_lossy().into_owned());
+        args.extend(pki.node_flags(i));
         for registry in &registries {
             args.push("--insecure-registry".into());
             args.push(registry.clone());
@@ -371,9 +359,10 @@ fn up(args: &UpArgs) -> Result<()> {
         processes.children.iter().map(|(_, c)| c.id().to_string()).collect();
     std::fs::write(&pids, pid_list.join("\n"))?;
     let kubeconfig_path = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig_path, kubeconfig(&layout))?;
+    let https: Vec<String> = layout.peers.iter().map(|p| p.http.clone()).collect();
+    std::fs::write(&kubeconfig_path, pki.kubeconfig(&https))?;
 
-    if !runtime.block_on(wait_ready(&layout, &mut processes, &mut signals))? {
+    if !runtime.block_on(wait_ready(&layout, nodes, &mut processes, &mut signals))? {
         println!("berth: stopping");
         processes.stop();
         let _ = std::fs::remove_file(&pids);
@@ -388,7 +377,14 @@ fn up(args: &UpArgs) -> Result<()> {
         kubeconfig_path.display()
     );
     println!("  berth API: --server {}", servers.join(","));
-    match crate::config::record(args.config.as_deref(), &dir, servers.clone()) {
+    let recorded = crate::config::record(
+        args.config.as_deref(),
+        &dir,
+        servers.clone(),
+        Some(pki.ca.clone()),
+        pki.admin_credentials(),
+    );
+    match recorded {
         Ok((name, path)) => {
             println!("  berth: context {name} in {} (current; berth get pods)", path.display())
         }
@@ -397,6 +393,16 @@ fn up(args: &UpArgs) -> Result<()> {
     match nodes {
         0 => println!("  nodes: none (node agents need root)"),
         n => println!("  nodes: node-1..node-{n}, running pods through berth's CRI runtime"),
+    }
+    if let Some(network) = layout.network.filter(|_| nodes > 0) {
+        let bridges = match nodes {
+            1 => network.bridge(1),
+            n => format!("{}..{}", network.bridge(1), network.bridge(n)),
+        };
+        println!("  pod network: {}, a /24 per node, bridges {bridges}", network.block_cidr());
+    }
+    if test_image {
+        println!("  test image: {} on every node", images::TEST_IMAGE);
     }
     if args.detach {
         // The processes outlive this command; --down stops them.
@@ -432,9 +438,9 @@ fn down(pids: &Path) -> Result<()> {
 }
 
 /// Each peer's view: (its id, the leader it knows, the Raft term).
-async fn peer_status(addr: &str) -> Option<(u64, u64)> {
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{addr}")).ok()?.connect_lazy();
+async fn peer_status(auth: &crate::config::Auth, addr: &str) -> Option<(u64, u64)> {
+    let tls = auth.tls().ok()?;
+    let channel = berth_tls::endpoint(addr, tls.as_ref()).ok()?.connect_lazy();
     let mut maintenance = MaintenanceClient::new(channel);
     let call = maintenance.status(StatusRequest {});
     let status = tokio::time::timeout(Duration::from_secs(1), call).await.ok()?.ok()?.into_inner();
@@ -464,24 +470,30 @@ impl Signals {
     }
 }
 
-/// Waits until the API answers; false when a signal came first.
+/// Waits until the API answers and the first `nodes` nodes are Ready;
+/// false when a signal came first.
 async fn wait_ready(
     layout: &Layout,
+    nodes: usize,
     processes: &mut Processes,
     signals: &mut Signals,
 ) -> Result<bool> {
-    let client = berth_client::Client::new(layout.peers.iter().map(|p| p.grpc.clone()))?;
+    let client = berth_client::Client::with_config(
+        layout
+            .auth
+            .client_config("berth", layout.peers.iter().map(|p| p.grpc.clone()).collect())?,
+    )?;
     let namespaces = berth_client::Api::<berth_proto::core_v1::Namespace>::all(&client);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(why) = processes.exited() {
             bail!("{why}; see its log under logs/");
         }
-        if namespaces.get("default").await.is_ok() {
+        if namespaces.get("default").await.is_ok() && nodes_ready(&client, nodes).await {
             return Ok(true);
         }
         if Instant::now() > deadline {
-            bail!("the cluster did not become ready within 60 s; see the logs under logs/");
+            bail!("the cluster and its nodes were not ready within 60 s; see the logs under logs/");
         }
         tokio::select! {
             _ = signals.received() => return Ok(false),
@@ -490,9 +502,26 @@ async fn wait_ready(
     }
 }
 
+/// Whether node-1..node-`nodes` are registered and Ready.
+async fn nodes_ready(client: &berth_client::Client, nodes: usize) -> bool {
+    let api = berth_client::Api::<berth_proto::core_v1::Node>::all(client);
+    for n in 1..=nodes {
+        let Ok(node) = api.get(&format!("node-{n}")).await else { return false };
+        let conditions = node.status.map(|s| s.conditions).unwrap_or_default();
+        if !conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True") {
+            return false;
+        }
+    }
+    true
+}
+
 /// Prints the cluster's state when it changes, until Ctrl-C or SIGTERM.
 async fn watch(layout: &Layout, processes: &mut Processes, signals: &mut Signals) -> Result<()> {
-    let client = berth_client::Client::new(layout.peers.iter().map(|p| p.grpc.clone()))?;
+    let client = berth_client::Client::with_config(
+        layout
+            .auth
+            .client_config("berth", layout.peers.iter().map(|p| p.grpc.clone()).collect())?,
+    )?;
     let leases = berth_client::Api::<berth_proto::coordination_v1::Lease>::namespaced(
         &client,
         "kube-system",
@@ -504,7 +533,7 @@ async fn watch(layout: &Layout, processes: &mut Processes, signals: &mut Signals
         }
         let mut line = Vec::new();
         for (i, p) in layout.peers.iter().enumerate() {
-            line.push(match peer_status(&p.grpc).await {
+            line.push(match peer_status(&layout.auth, &p.grpc).await {
                 Some((leader, term)) if leader == i as u64 + 1 => {
                     format!("peer-{} leader (term {term})", i + 1)
                 }
@@ -533,7 +562,11 @@ async fn watch(layout: &Layout, processes: &mut Processes, signals: &mut Signals
 
 /// The demo: a Deployment answering, then the Raft leader killed and back.
 async fn demo(layout: &Layout, dir: &Path, processes: &mut Processes) -> Result<()> {
-    let client = berth_client::Client::new(layout.peers.iter().map(|p| p.grpc.clone()))?;
+    let client = berth_client::Client::with_config(
+        layout
+            .auth
+            .client_config("berth", layout.peers.iter().map(|p| p.grpc.clone()).collect())?,
+    )?;
     crate::demo::run(&client, dir).await?;
     let leader = leader_of(layout).await.context("no Raft leader")?;
     let term = leader.1;
@@ -562,7 +595,7 @@ async fn demo(layout: &Layout, dir: &Path, processes: &mut Processes) -> Result<
 /// The leader's peer number and term, as a live peer reports them.
 async fn leader_of(layout: &Layout) -> Option<(u64, u64)> {
     for p in &layout.peers {
-        if let Some((leader, term)) = peer_status(&p.grpc).await {
+        if let Some((leader, term)) = peer_status(&layout.auth, &p.grpc).await {
             if leader > 0 {
                 return Some((leader, term));
             }

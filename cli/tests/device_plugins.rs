@@ -2,7 +2,8 @@
 //! scheduler, an agent (with berth's CRI runtime) and `berth device-plugin
 //! sample`. The plugin's devices appear on the Node; a pod asking for two
 //! gets exactly two, in its env and mounted; a pod asking for more than is
-//! left stays Pending; an unhealthy device leaves allocatable; plugins that
+//! left stays Pending, also when it gives only limits (the apiserver copies
+//! them into its requests); an unhealthy device leaves allocatable; plugins that
 //! hang or answer garbage do not wedge the agent; killing the plugin and
 //! restarting plugin and agent keeps the running pod's devices (the
 //! checkpoint). Also: `berth device-plugin nvidia` on a machine without a
@@ -149,6 +150,27 @@ fn devices_pod(name: &str, image: &str, count: &str) -> Pod {
     }
 }
 
+/// `pod` with its containers' requests left out (limits only).
+fn limits_only(mut pod: Pod) -> Pod {
+    for c in &mut pod.spec.as_mut().unwrap().containers {
+        c.resources.as_mut().unwrap().requests.clear();
+    }
+    pod
+}
+
+/// Waits until the scheduler leaves `name` Pending for want of devices.
+async fn unschedulable(pods: &Api<Pod>, name: &str) {
+    poll(&format!("{name} is unschedulable"), Duration::from_secs(30), || async {
+        let status = pods.get(name).await.ok()?.status?;
+        let scheduled = status.conditions.iter().find(|c| c.r#type == "PodScheduled")?;
+        (status.phase == "Pending"
+            && scheduled.status == "False"
+            && scheduled.message.contains(&format!("Insufficient {RESOURCE}")))
+        .then_some(())
+    })
+    .await;
+}
+
 /// (capacity, allocatable) of the resource on the node.
 async fn counts(nodes: &Api<Node>, node: &str, resource: &str) -> Option<(i128, i128)> {
     let status = nodes.get(node).await.ok()?.status?;
@@ -197,6 +219,7 @@ async fn sample_devices_are_advertised_allocated_and_kept_across_restarts() {
         berth(
             &[
                 "server",
+                "--insecure",
                 "--id",
                 "1",
                 "--cluster",
@@ -297,15 +320,16 @@ async fn sample_devices_are_advertised_allocated_and_kept_across_restarts() {
 
     // More than what is left: Pending, and the scheduler says why.
     pods.create(&devices_pod("three", &image, "2")).await.unwrap();
-    poll("three is unschedulable", Duration::from_secs(30), || async {
-        let status = pods.get("three").await.ok()?.status?;
-        let scheduled = status.conditions.iter().find(|c| c.r#type == "PodScheduled")?;
-        (status.phase == "Pending"
-            && scheduled.status == "False"
-            && scheduled.message.contains(&format!("Insufficient {RESOURCE}")))
-        .then_some(())
-    })
-    .await;
+    unschedulable(&pods, "three").await;
+
+    // Limits alone ask for as much: the apiserver copies them into the
+    // requests the scheduler counts, so this is not overcommitted either.
+    let created = pods.create(&limits_only(devices_pod("limits-only", &image, "2"))).await.unwrap();
+    let spec = created.spec.unwrap();
+    let requests = &spec.containers[0].resources.as_ref().unwrap().requests;
+    assert_eq!(requests.get(RESOURCE).map(Quantity::value), Some(2));
+    unschedulable(&pods, "limits-only").await;
+    pods.delete("limits-only", &Default::default()).await.unwrap();
 
     // A pod bound past the scheduler that cannot get its devices fails
     // admission instead of running without them.
@@ -383,8 +407,9 @@ async fn sample_devices_are_advertised_allocated_and_kept_across_restarts() {
     assert!(checkpoint.contains(&two_uid), "{checkpoint}");
     start_agent(&mut c, true, "agent-2.log");
     // The one device left goes to a new pod (admitted once the plugin has
-    // registered with the new agent): never one of two's.
-    pods.create(&devices_pod("one", &image, "1")).await.unwrap();
+    // registered with the new agent): never one of two's. It gives only
+    // limits, and gets its device all the same.
+    pods.create(&limits_only(devices_pod("one", &image, "1"))).await.unwrap();
     let (one, log) = devices_seen(&agent_root, &pods, "one").await;
     assert_eq!(one, ["dev-0"], "{log}");
     let status = pods.get("two").await.unwrap().status.unwrap();

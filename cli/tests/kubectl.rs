@@ -10,68 +10,12 @@
 //! orphan and foreground cascades.
 
 mod common;
+mod kubectl_session;
 
 use common::free_addr;
-use std::io::Write;
-use std::process::{Child, Command, Output, Stdio};
+use kubectl_session::{Kubectl, Servers, DEPLOYMENT};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Servers {
-    children: Vec<Option<Child>>,
-    grpc: Vec<String>,
-    http: Vec<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for child in self.children.iter_mut().flatten() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Servers {
-    fn start() -> Servers {
-        let dir = tempfile::tempdir().unwrap();
-        let grpc: Vec<String> = (0..3).map(|_| free_addr()).collect();
-        let http: Vec<String> = (0..3).map(|_| free_addr()).collect();
-        let peers: Vec<String> =
-            grpc.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
-        let children = (0..3)
-            .map(|i| {
-                Some(
-                    Command::new(env!("CARGO_BIN_EXE_berth"))
-                        .args(["server", "--id", &(i + 1).to_string(), "--cluster", "kubectl"])
-                        .args([
-                            "--peers",
-                            &peers.join(","),
-                            "--listen",
-                            &grpc[i],
-                            "--http",
-                            &http[i],
-                        ])
-                        .arg("--data-dir")
-                        .arg(dir.path().join(format!("peer-{}", i + 1)))
-                        .args(["--heartbeat-ms", "50", "--election-timeout-ms", "200-400"])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .expect("berth server starts"),
-                )
-            })
-            .collect();
-        Servers { children, grpc, http, _dir: dir }
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.children[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// A kubeconfig with a context per peer.
 fn kubeconfig(dir: &std::path::Path, http: &[String]) -> std::path::PathBuf {
@@ -89,70 +33,6 @@ fn kubeconfig(dir: &std::path::Path, http: &[String]) -> std::path::PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
-
-struct Kubectl {
-    config: std::path::PathBuf,
-}
-
-impl Kubectl {
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new("kubectl")
-            .env("KUBECONFIG", &self.config)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl runs");
-        if let Some(text) = stdin {
-            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().unwrap()
-    }
-
-    /// Runs kubectl and returns its stdout; fails the test if it fails.
-    fn ok(&self, args: &[&str]) -> String {
-        self.ok_with(args, None)
-    }
-
-    fn ok_with(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let out = self.run(args, stdin);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn fails(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let out = self.run(args, stdin);
-        assert!(!out.status.success(), "kubectl {args:?} should have failed");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-}
-
-const DEPLOYMENT: &str = "apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  labels: {app: web}
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: web}
-  template:
-    metadata:
-      labels: {app: web}
-    spec:
-      containers:
-      - name: nginx
-        image: nginx:1.27
-        ports:
-        - containerPort: 80
-";
 
 #[test]
 fn a_kubectl_session_against_three_peers_survives_losing_its_peer() {
@@ -174,110 +54,13 @@ fn a_kubectl_session_against_three_peers_survives_losing_its_peer() {
     }
 
     let resources = kubectl.ok(&["api-resources"]);
-    for line in ["deployments   deploy", "pods          po", "replicasets   rs"] {
-        assert!(resources.contains(line), "{resources}");
+    for (name, short) in [("deployments", "deploy"), ("pods", "po"), ("replicasets", "rs")] {
+        let listed = resources.lines().any(|l| l.split_whitespace().take(2).eq([name, short]));
+        assert!(listed, "{resources}");
     }
     // kubectl's typed commands send Kubernetes' protobuf.
     assert!(kubectl.ok(&["create", "namespace", "demo"]).contains("namespace/demo created"));
-    // A server-side dry run checks everything and stores nothing.
-    assert!(kubectl
-        .ok_with(&["-n", "demo", "apply", "--dry-run=server", "-f", "-"], Some(DEPLOYMENT))
-        .contains("created (server dry run)"));
-    let none = kubectl.run(&["-n", "demo", "get", "deploy", "web"], None);
-    assert!(String::from_utf8_lossy(&none.stderr).contains("NotFound"), "{none:?}");
-    assert!(kubectl
-        .ok_with(&["-n", "demo", "apply", "-f", "-"], Some(DEPLOYMENT))
-        .contains("deployment.apps/web created"));
-    assert!(kubectl
-        .ok_with(&["-n", "demo", "apply", "-f", "-"], Some(DEPLOYMENT))
-        .contains("deployment.apps/web unchanged"));
-    let wide = kubectl.ok(&["-n", "demo", "get", "deploy", "-o", "wide"]);
-    assert!(
-        wide.starts_with(
-            "NAME   READY   UP-TO-DATE   AVAILABLE   AGE   CONTAINERS   IMAGES       SELECTOR"
-        ),
-        "{wide}"
-    );
-    assert!(wide.contains("web    0/2") && wide.contains("nginx:1.27   app=web"), "{wide}");
-    let json: serde_json::Value =
-        serde_json::from_str(&kubectl.ok(&["-n", "demo", "get", "deploy", "web", "-o", "json"]))
-            .unwrap();
-    assert_eq!(json["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
-    assert_eq!(
-        kubectl.ok(&["-n", "demo", "get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
-        "2"
-    );
-
-    kubectl.ok(&["-n", "demo", "label", "deploy", "web", "tier=front"]);
-    kubectl.ok(&["-n", "demo", "annotate", "deploy", "web", "owner=team-a"]);
-    kubectl.ok(&[
-        "-n",
-        "demo",
-        "patch",
-        "deploy",
-        "web",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"minReadySeconds":5}}"#,
-    ]);
-    kubectl.ok(&[
-        "-n",
-        "demo",
-        "patch",
-        "deploy",
-        "web",
-        "--type",
-        "json",
-        "-p",
-        r#"[{"op":"replace","path":"/spec/replicas","value":4}]"#,
-    ]);
-    kubectl.ok(&[
-        "-n",
-        "demo",
-        "patch",
-        "deploy",
-        "web",
-        "-p",
-        r#"{"spec":{"template":{"spec":{"containers":[{"name":"nginx","image":"nginx:1.28"}]}}}}"#,
-    ]);
-    let yaml = kubectl.ok(&["-n", "demo", "get", "deploy", "web", "-o", "yaml"]);
-    for expected in [
-        "tier: front",
-        "owner: team-a",
-        "minReadySeconds: 5",
-        "replicas: 4",
-        "image: nginx:1.28",
-        "containerPort: 80",
-    ] {
-        assert!(yaml.contains(expected), "{expected} missing from\n{yaml}");
-    }
-    // Apply again: the manifest's fields win where it sets them.
-    assert!(kubectl
-        .ok_with(&["-n", "demo", "apply", "-f", "-"], Some(DEPLOYMENT))
-        .contains("configured"));
-    assert!(kubectl
-        .ok_with(&["-n", "demo", "apply", "-f", "-"], Some(DEPLOYMENT))
-        .contains("unchanged"));
-    assert_eq!(
-        kubectl.ok(&[
-            "-n",
-            "demo",
-            "get",
-            "deploy",
-            "web",
-            "-o",
-            "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image}"
-        ]),
-        "2 nginx:1.27"
-    );
-    kubectl.ok(&["-n", "demo", "scale", "deploy", "web", "--replicas=3"]);
-    assert_eq!(
-        kubectl.ok(&["-n", "demo", "get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
-        "3"
-    );
-    let described = kubectl.ok(&["-n", "demo", "describe", "deploy", "web"]);
-    assert!(described.contains("Replicas:               3 desired"), "{described}");
+    kubectl_session::edit_a_deployment(&kubectl, "demo");
 
     let explained = kubectl.ok(&["explain", "deploy.spec.strategy"]);
     assert!(

@@ -79,6 +79,7 @@ fn logs_and_exec_reach_the_container() {
     node.spawn(
         &[
             "server",
+            "--insecure",
             "--id",
             "1",
             "--cluster",

@@ -86,6 +86,7 @@ async fn two_scheduler_replicas_one_binds_and_the_other_takes_over_when_it_is_ki
         "server".into(),
         berth(&[
             "server",
+            "--insecure",
             "--id",
             "1",
             "--cluster",

@@ -40,7 +40,7 @@ impl Peers {
         let list: Vec<String> =
             self.grpc.iter().enumerate().map(|(j, a)| format!("{}={a}", j + 1)).collect();
         Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["server", "--id", &(i + 1).to_string(), "--cluster", "test"])
+            .args(["server", "--insecure", "--id", &(i + 1).to_string(), "--cluster", "test"])
             .args(["--peers", &list.join(","), "--listen", &self.grpc[i], "--http", &self.http[i]])
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("peer-{}", i + 1)))
@@ -164,7 +164,16 @@ fn three_server_processes_form_a_cluster_and_survive_a_kill() {
 #[test]
 fn bad_flags_are_explained() {
     let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["server", "--id", "4", "--peers", "1=127.0.0.1:1", "--data-dir", "/tmp/x"])
+        .args([
+            "server",
+            "--insecure",
+            "--id",
+            "4",
+            "--peers",
+            "1=127.0.0.1:1",
+            "--data-dir",
+            "/tmp/x",
+        ])
         .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .output()
         .unwrap();
@@ -173,7 +182,7 @@ fn bad_flags_are_explained() {
     assert!(err.contains("peer 4 is not in the initial peer list"), "{err}");
 
     let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["server", "--id", "1", "--peers", "1=a,1=b", "--data-dir", "/tmp/x"])
+        .args(["server", "--insecure", "--id", "1", "--peers", "1=a,1=b", "--data-dir", "/tmp/x"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("names peer 1 twice"));

@@ -10,8 +10,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The tests here share node-1's bridge, subnet and cgroup parent: one
-/// cluster at a time.
+/// The tests here share node-1's cgroup parent (each cluster has a bridge
+/// and subnet of its own): one cluster at a time.
 static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A running `berth up`, interrupted (and so stopped) when dropped.
@@ -89,13 +89,30 @@ fn peers(dir: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// A client of the cluster in `dir` as its administrator, over mutual TLS
+/// with the certificates `berth up` issued.
+fn admin_client(dir: &std::path::Path, addresses: Vec<String>) -> Client {
+    let pki = dir.join("pki");
+    let trust = berth_tls::Trust::load(&pki.join("ca.crt")).unwrap();
+    let admin =
+        berth_tls::Credential::load(&pki.join("admin.crt"), &pki.join("admin.key")).unwrap();
+    let mut config = berth_client::Config::new(addresses);
+    config.tls = Some(berth_tls::ClientTls::new(trust, Some(admin)));
+    Client::with_config(config).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn berth_up_starts_stops_and_restarts_the_same_cluster() {
     let _one = ONE_CLUSTER.lock().await;
     let dir = tempfile::tempdir().unwrap();
+    let _leftovers = NodeLeftovers(dir.path());
     let up = Up::start(dir.path());
     let addresses = peers(dir.path());
-    let client = Client::new(addresses.clone()).unwrap();
+    let client = admin_client(dir.path(), addresses.clone());
+    // Without a client certificate the cluster refuses to be reached in
+    // plain text at all.
+    let plain = Client::new(addresses.clone()).unwrap();
+    assert!(Api::<Namespace>::all(&plain).get("default").await.is_err());
     let namespace = Namespace {
         metadata: Some(ObjectMeta { name: "kept".into(), ..Default::default() }),
         ..Default::default()
@@ -132,18 +149,20 @@ async fn berth_up_starts_stops_and_restarts_the_same_cluster() {
             assert!(Instant::now() < deadline, "node-1 never became Ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        // The node serves logs and exec to the peers, with the secret
-        // `berth up` made for them.
+        // The node serves logs and exec to the peers over mutual TLS.
         let node = nodes.get("node-1").await.unwrap().status.unwrap();
         assert!(node.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port > 0);
-        use std::os::unix::fs::PermissionsExt;
-        let secret = std::fs::metadata(dir.path().join("cluster-secret")).unwrap();
-        assert_eq!(secret.permissions().mode() & 0o777, 0o600);
     } else {
         println!("SKIPPED (part): node agents need root");
     }
     let kubeconfig = std::fs::read_to_string(dir.path().join("kubeconfig")).unwrap();
     assert!(kubeconfig.contains("name: peer-3"), "{kubeconfig}");
+    assert!(kubeconfig.contains("server: https://"), "{kubeconfig}");
+    use std::os::unix::fs::PermissionsExt;
+    for key in ["ca.key", "admin.key", "peer-1.key"] {
+        let mode = std::fs::metadata(dir.path().join("pki").join(key)).unwrap().permissions();
+        assert_eq!(mode.mode() & 0o777, 0o600, "{key}");
+    }
     // The berth config names the cluster as the current context.
     let out = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["get", "ns", "kube-system", "-o", "name", "--config"])
@@ -160,19 +179,28 @@ async fn berth_up_starts_stops_and_restarts_the_same_cluster() {
 
     let up = Up::start(dir.path());
     assert_eq!(peers(dir.path()), addresses, "the cluster came back on other ports");
-    let client = Client::new(addresses).unwrap();
+    let client = admin_client(dir.path(), addresses);
     let kept = Api::<Namespace>::all(&client).get("kept").await;
     assert!(kept.is_ok(), "the namespace created before the restart is gone: {kept:?}");
     tokio::task::spawn_blocking(move || up.interrupt()).await.unwrap();
 }
 
-/// Removes what node-1 of a local cluster leaves on the host: its bridge and
-/// its (empty) cgroup parents.
-struct NodeLeftovers;
+/// Removes what node-1 of the local cluster in a directory leaves on the
+/// host: its bridge (named after the cluster's network block) and its
+/// (empty) cgroup parents.
+struct NodeLeftovers<'a>(&'a std::path::Path);
 
-impl Drop for NodeLeftovers {
+impl Drop for NodeLeftovers<'_> {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", "berth1"]).status();
+        let layout = std::fs::read(self.0.join("cluster.json")).unwrap_or_default();
+        let block = serde_json::from_slice::<serde_json::Value>(&layout)
+            .ok()
+            .and_then(|l| l.pointer("/network/block").and_then(serde_json::Value::as_u64));
+        if let Some(block) = block {
+            let bridge = format!("berth{block:03x}-1");
+            let _ =
+                Command::new("ip").args(["link", "del", &bridge]).stderr(Stdio::null()).status();
+        }
         if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
             for h in hierarchies.flatten() {
                 for dir in [
@@ -204,8 +232,8 @@ fn the_demo_serves_a_request_and_survives_losing_the_raft_leader() {
         }
     }
     let _one = ONE_CLUSTER.blocking_lock();
-    let _leftovers = NodeLeftovers;
     let dir = tempfile::tempdir().unwrap();
+    let _leftovers = NodeLeftovers(dir.path());
     let (up, lines) = Up::start_with(dir.path(), &["--demo"], "rejoins as a follower");
     let text = lines.join("\n");
     assert!(text.contains("3/3 replicas available"), "{text}");

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// How the client dials and retries. The defaults suit a control loop.
 #[derive(Clone, Debug)]
@@ -25,6 +25,15 @@ pub struct Config {
     /// The first pause between retries; it doubles up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// TLS towards the peers (the cluster CA, and a client certificate if
+    /// the client authenticates with one); None: plain TCP.
+    pub tls: Option<berth_tls::ClientTls>,
+    /// A bearer token every call carries (a static or service-account
+    /// token), for clients without a client certificate.
+    pub token: Option<String>,
+    /// Who is calling, as `name/version`: the API server records the name
+    /// as the field manager of this client's writes.
+    pub user_agent: Option<String>,
 }
 
 impl Config {
@@ -36,6 +45,9 @@ impl Config {
             retry_for: Duration::from_secs(30),
             backoff: Duration::from_millis(20),
             max_backoff: Duration::from_secs(1),
+            tls: None,
+            token: None,
+            user_agent: None,
         }
     }
 }
@@ -64,6 +76,8 @@ struct Shared {
     /// The peer calls go to first: the one that answered last.
     current: AtomicUsize,
     config: Config,
+    /// The `authorization` header every call carries, from the token.
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 struct Peer {
@@ -94,16 +108,11 @@ impl Client {
             .peers
             .iter()
             .map(|address| {
-                let url = if address.contains("://") {
-                    address.clone()
-                } else {
-                    format!("http://{address}")
-                };
                 let invalid = |e: &dyn std::fmt::Display| Error::InvalidAddress {
                     address: address.clone(),
                     reason: e.to_string(),
                 };
-                let endpoint = Endpoint::from_shared(url)
+                let mut endpoint = berth_tls::endpoint(address, config.tls.as_ref())
                     .map_err(|e| invalid(&e))?
                     .connect_timeout(config.connect_timeout)
                     .tcp_nodelay(true)
@@ -112,11 +121,20 @@ impl Client {
                     .http2_keep_alive_interval(Duration::from_secs(10))
                     .keep_alive_timeout(Duration::from_secs(5))
                     .keep_alive_while_idle(true);
+                if let Some(agent) = &config.user_agent {
+                    endpoint = endpoint.user_agent(agent.clone()).map_err(|e| invalid(&e))?;
+                }
                 Ok(Peer { address: address.clone(), channel: endpoint.connect_lazy() })
             })
             .collect::<Result<Vec<_>, Error>>()?;
+        let authorization = match &config.token {
+            None => None,
+            Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
+                Error::InvalidToken("a token must be printable ASCII without line breaks".into())
+            })?),
+        };
         Ok(Client {
-            shared: Arc::new(Shared { peers, current: AtomicUsize::new(0), config }),
+            shared: Arc::new(Shared { peers, current: AtomicUsize::new(0), config, authorization }),
             fence: None,
         })
     }
@@ -214,6 +232,9 @@ impl Client {
         let mut request = tonic::Request::new(message);
         if let Some(fence) = &self.fence {
             request.metadata_mut().insert(FENCE_HEADER, fence.clone());
+        }
+        if let Some(authorization) = &self.shared.authorization {
+            request.metadata_mut().insert("authorization", authorization.clone());
         }
         request
     }

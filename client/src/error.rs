@@ -18,6 +18,9 @@ pub enum Error {
     /// An API server address is not a URL the client can dial.
     #[error("invalid API server address {address:?}: {reason}")]
     InvalidAddress { address: String, reason: String },
+    /// The bearer token cannot be sent as a header.
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
     /// The client was made outside a Tokio runtime.
     #[error("the API client must be created within a Tokio runtime")]
     NoRuntime,
@@ -35,6 +38,7 @@ impl Error {
             Error::NoPeers
             | Error::NoRuntime
             | Error::InvalidAddress { .. }
+            | Error::InvalidToken(_)
             | Error::InvalidFence(_) => "BadRequest",
         }
     }

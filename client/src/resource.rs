@@ -8,6 +8,10 @@ use berth_proto::core_v1::{
     Event, EventList, Namespace, NamespaceList, Node, NodeList, Pod, PodList,
 };
 use berth_proto::meta_v1::ListMeta;
+use berth_proto::rbac_v1::{
+    ClusterRole, ClusterRoleBinding, ClusterRoleBindingList, ClusterRoleList, Role, RoleBinding,
+    RoleBindingList, RoleList,
+};
 use berth_proto::Resource;
 
 /// A resource served by berth's typed gRPC API.
@@ -54,6 +58,10 @@ api_resource! {
     ReplicaSet, ReplicaSetList, ReplicaSetWatchEvent, "berth.api.v1.ReplicaSets";
     Deployment, DeploymentList, DeploymentWatchEvent, "berth.api.v1.Deployments";
     Lease, LeaseList, LeaseWatchEvent, "berth.api.v1.Leases";
+    Role, RoleList, RoleWatchEvent, "berth.api.v1.Roles";
+    ClusterRole, ClusterRoleList, ClusterRoleWatchEvent, "berth.api.v1.ClusterRoles";
+    RoleBinding, RoleBindingList, RoleBindingWatchEvent, "berth.api.v1.RoleBindings";
+    ClusterRoleBinding, ClusterRoleBindingList, ClusterRoleBindingWatchEvent, "berth.api.v1.ClusterRoleBindings";
     Pod, PodList, PodWatchEvent, "berth.api.v1.Pods", {
         fn node_name(&self) -> Option<&str> {
             self.spec.as_ref().map(|s| s.node_name.as_str()).filter(|n| !n.is_empty())

@@ -9,6 +9,8 @@ pub mod agent;
 pub mod cri;
 pub mod devices;
 pub mod executor;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 
 pub use cri::{CriError, CriServer, RuntimeConfig as CriConfig};

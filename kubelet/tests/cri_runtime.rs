@@ -1158,6 +1158,11 @@ impl ApiPeer {
             max_watchers: 1000,
             request_timeout: Duration::from_secs(60),
             kubelet_secret: None,
+            tls: None,
+            authorization_modes: Vec::new(),
+            admission_plugins: Vec::new(),
+            pod_security: Default::default(),
+            guards: Default::default(),
         };
         let stop = CancellationToken::new();
         let token = stop.clone();
@@ -1323,4 +1328,443 @@ async fn the_node_agent_runs_a_bound_pod_and_stops_it_when_deleted() {
     assert!(left.is_empty(), "sandboxes left behind: {left:?}");
     stop_agent.cancel();
     agent.await.unwrap();
+}
+
+/// Containers are confined by default (own PID namespace, containerd's
+/// capabilities, the RuntimeDefault seccomp profile, no mounts or new
+/// namespaces), a privileged one is not, and capability adds and drops,
+/// runAsUser and a read-only root reach the container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_are_confined_unless_privileged() {
+    if let Some(why) = skip_reason(true) {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let registry = Registry::start();
+    let img = image(
+        vec![layer(base_layer(), true), layer(change_layer(), true), layer(applets_layer(), false)],
+        false,
+    );
+    registry.push("test/busybox", "secure", &img);
+    let mut f = Fixture::start("secure", Some(&registry)).await;
+    let name = format!("{}/test/busybox:secure", registry.addr);
+    f.image
+        .pull_image(cri::PullImageRequest { image: image_spec(&name), ..Default::default() })
+        .await
+        .unwrap();
+    let logs = f.dir.path().join("logs");
+    let sandbox_config = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: "secure".into(),
+            uid: "uid-secure".into(),
+            ..Default::default()
+        }),
+        hostname: "secure".into(),
+        log_directory: logs.display().to_string(),
+        ..Default::default()
+    };
+    let sandbox_id = f
+        .runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(sandbox_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let runtime_default = Some(cri::SecurityProfile {
+        profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    });
+    // "All" capabilities are those the runtime (this process) holds.
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let held = status.lines().find_map(|l| l.strip_prefix("CapPrm:\t")).unwrap();
+    let all_caps = format!("CapEff:\t{held}");
+    let escapes = "n=$(ls /proc | grep -c '^[0-9]'); [ $n -lt 10 ] && echo own-pids; \
+        mkdir -p /m; mount -t tmpfs t /m 2>/dev/null && echo mounted; \
+        unshare -n true 2>/dev/null && echo unshared; \
+        grep -E '^(CapEff|Seccomp):' /proc/self/status";
+    let cases: Vec<(&str, &str, cri::LinuxContainerSecurityContext, Vec<&str>)> = vec![
+        (
+            "confined",
+            escapes,
+            cri::LinuxContainerSecurityContext {
+                seccomp: runtime_default.clone(),
+                ..Default::default()
+            },
+            // containerd's default set: 0xa80425fb.
+            vec!["own-pids", "CapEff:\t00000000a80425fb", "Seccomp:\t2"],
+        ),
+        (
+            "privileged",
+            escapes,
+            cri::LinuxContainerSecurityContext {
+                privileged: true,
+                seccomp: runtime_default.clone(),
+                ..Default::default()
+            },
+            vec!["own-pids", "mounted", "unshared", &all_caps, "Seccomp:\t0"],
+        ),
+        (
+            "caps",
+            "grep '^CapEff:' /proc/self/status",
+            cri::LinuxContainerSecurityContext {
+                capabilities: Some(cri::Capability {
+                    add_capabilities: vec!["NET_ADMIN".into()],
+                    drop_capabilities: vec!["ALL".into()],
+                    ..Default::default()
+                }),
+                seccomp: runtime_default.clone(),
+                ..Default::default()
+            },
+            vec!["CapEff:\t0000000000001000"],
+        ),
+        (
+            "user",
+            "id -u; touch /x 2>/dev/null && echo wrote; echo end",
+            cri::LinuxContainerSecurityContext {
+                run_as_user: Some(cri::Int64Value { value: 1234 }),
+                readonly_rootfs: true,
+                no_new_privs: true,
+                seccomp: runtime_default.clone(),
+                ..Default::default()
+            },
+            vec!["1234", "end"],
+        ),
+    ];
+    for (container, script, sc, expected) in cases {
+        let mut config = container_config(container, &name, script);
+        config.linux =
+            Some(cri::LinuxContainerConfig { security_context: Some(sc), ..Default::default() });
+        let id = f
+            .runtime
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox_id.clone(),
+                config: Some(config),
+                sandbox_config: Some(sandbox_config.clone()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        f.runtime
+            .start_container(cri::StartContainerRequest { container_id: id.clone() })
+            .await
+            .unwrap();
+        let status = wait_exited(&f.runtime, &id).await;
+        let lines = log_lines(&logs.join(format!("{container}/0.log")));
+        let got: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!((status.exit_code, got), (0, expected), "container {container}");
+    }
+    f.runtime
+        .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sandbox_id.clone() })
+        .await
+        .unwrap();
+    f.runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sandbox_id })
+        .await
+        .unwrap();
+}
+
+/// A link of the host's that only this test has; deleted on drop.
+struct HostLink(String);
+
+impl HostLink {
+    /// A dummy link, or where the kernel has no dummy driver, a veth pair
+    /// with both ends on the host (deleting one end deletes both).
+    fn unique(name: &str) -> HostLink {
+        let add = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(["link", "add", name])
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let peer = format!("{name}p");
+        let made = add(&["type", "dummy"]) || add(&["type", "veth", "peer", "name", &peer]);
+        assert!(made, "could not add a dummy or veth link {name}");
+        HostLink(name.to_string())
+    }
+}
+
+impl Drop for HostLink {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
+/// A SysV message queue in the host's IPC namespace; removed on drop.
+struct HostQueue(i32);
+
+impl HostQueue {
+    fn create() -> HostQueue {
+        // SAFETY: plain system call, no pointers.
+        let id = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };
+        assert!(id >= 0, "msgget: {}", std::io::Error::last_os_error());
+        HostQueue(id)
+    }
+}
+
+impl Drop for HostQueue {
+    fn drop(&mut self) {
+        // SAFETY: IPC_RMID takes no buffer.
+        unsafe { libc::msgctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
+    }
+}
+
+/// The host's links by name with their index, leaving out the veths and
+/// bridges other tests running beside this one add and remove.
+fn stable_host_links() -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in fs::read_dir("/sys/class/net").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("veth") || e.path().join("bridge").exists() {
+            continue;
+        }
+        if let Ok(index) = fs::read_to_string(e.path().join("ifindex")) {
+            out.insert(name, index.trim().to_string());
+        }
+    }
+    out
+}
+
+/// The ports of a bridge; none if it does not exist.
+fn bridge_ports(bridge: &str) -> Vec<String> {
+    fs::read_dir(format!("/sys/class/net/{bridge}/brif"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// A pod sharing the host's network, IPC and PID namespaces sees the host's
+/// links, message queues and processes, serves on the host's loopback and
+/// keeps the node's hostname; no CNI plugin runs for it (its bridge never
+/// gets a port), it survives a restart of the service, and removing it
+/// leaves the host's links as they were. A pod of its own beside it sees
+/// none of these.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn host_namespaces_are_shared_and_never_get_a_pod_network() {
+    if let Some(why) = skip_reason(true) {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let cni_dirs: Vec<PathBuf> = vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()];
+    if !cni_dirs.iter().any(|d| d.join("bridge").exists()) {
+        println!("SKIPPED: needs the CNI plugins (Debian package containernetworking-plugins)");
+        return;
+    }
+    let registry = Registry::start();
+    let img = image(
+        vec![layer(base_layer(), true), layer(change_layer(), true), layer(applets_layer(), false)],
+        false,
+    );
+    registry.push("test/busybox", "hostns", &img);
+    let tag = std::process::id() % 100_000;
+    let dummy = HostLink::unique(&format!("bhd{tag}"));
+    let queue = HostQueue::create();
+    let bridge = format!("bhb{tag}");
+    let _bridge = HostLink(bridge.clone());
+    let ipam = tempfile::tempdir().unwrap();
+    let network =
+        CniNetwork::bridge("hostns-test", &bridge, "10.213.11.0/24", ipam.path(), cni_dirs);
+    let links_before = stable_host_links();
+    assert!(links_before.contains_key(&dummy.0));
+
+    let mut f = Fixture::start_with("hostns", Some(&registry), Some(network)).await;
+    let name = format!("{}/test/busybox:hostns", registry.addr);
+    f.image
+        .pull_image(cri::PullImageRequest { image: image_spec(&name), ..Default::default() })
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let host_init = fs::read_to_string("/proc/1/comm").unwrap().trim().to_string();
+    let me = std::process::id();
+    let node_name = nix::unistd::gethostname().unwrap().to_string_lossy().into_owned();
+    // Prints what it sees of the host, then (with `serve`) answers on `port`.
+    let script = |serve: bool| {
+        let mut s = format!(
+            "grep -q '{link}:' /proc/net/dev && echo sees-link; \
+             awk '$2 == {queue}' /proc/sysvipc/msg | grep -q . && echo sees-queue; \
+             [ \"$(cat /proc/1/comm)\" = '{host_init}' ] && [ -d /proc/{me} ] && echo host-pids; \
+             [ \"$(hostname)\" = '{node_name}' ] && [ \"$(cat /etc/hostname)\" = '{node_name}' ] \
+             && echo node-name; echo checked",
+            link = dummy.0,
+            queue = queue.0,
+        );
+        if serve {
+            s.push_str(&format!("; while true; do echo hostnet-ok | nc -l -p {port}; done"));
+        }
+        s
+    };
+    let logs = f.dir.path().join("logs");
+    let node = cri::NamespaceMode::Node as i32;
+    let sandbox_config = |pod: &str, options: cri::NamespaceOption| cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: pod.into(),
+            uid: format!("uid-{pod}"),
+            ..Default::default()
+        }),
+        log_directory: logs.join(pod).display().to_string(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(options),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let host_options =
+        cri::NamespaceOption { network: node, ipc: node, pid: node, ..Default::default() };
+    let host_config = sandbox_config("host", host_options.clone());
+    let host_sandbox = f
+        .runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(host_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    // No CNI ADD ran: the network's bridge does not even exist.
+    assert!(bridge_ports(&bridge).is_empty());
+    assert!(!Path::new(&format!("/sys/class/net/{bridge}")).exists());
+    let status = f
+        .runtime
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: host_sandbox.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.status.as_ref().unwrap().network.as_ref().unwrap().ip, "");
+    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    assert!(info["netns"].is_null() && info["ipcns"].is_null(), "{info}");
+    let holder = verbose_pid(&status.info);
+    assert_eq!(ns_of(holder, "net"), ns_of(std::process::id() as i64, "net"));
+    assert_eq!(ns_of(holder, "ipc"), ns_of(std::process::id() as i64, "ipc"));
+    assert_ne!(ns_of(holder, "uts"), ns_of(std::process::id() as i64, "uts"));
+
+    let mut config = container_config("probe", &name, &script(true));
+    config.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            namespace_options: Some(host_options),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let probe = f
+        .runtime
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: host_sandbox.clone(),
+            config: Some(config),
+            sandbox_config: Some(host_config),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    f.runtime
+        .start_container(cri::StartContainerRequest { container_id: probe.clone() })
+        .await
+        .unwrap();
+    let host_log = logs.join("host/probe/0.log");
+    let seen = poll("the host pod's checks", Duration::from_secs(20), || async {
+        let lines = log_lines(&host_log);
+        lines.contains(&"checked".to_string()).then_some(lines)
+    })
+    .await;
+    assert_eq!(seen, ["sees-link", "sees-queue", "host-pids", "node-name", "checked"]);
+    let answer = || async {
+        use tokio::io::AsyncReadExt;
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let mut got = String::new();
+        conn.read_to_string(&mut got).await.ok()?;
+        (got.trim() == "hostnet-ok").then_some(())
+    };
+    poll("the host pod answers on the host's loopback", Duration::from_secs(20), answer).await;
+
+    // A pod of its own sees none of the host's, and does get a bridge port.
+    let own_config = cri::PodSandboxConfig {
+        hostname: "own".into(),
+        ..sandbox_config("own", cri::NamespaceOption::default())
+    };
+    let own_sandbox = f
+        .runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(own_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    assert_eq!(bridge_ports(&bridge).len(), 1);
+    let own = f
+        .runtime
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: own_sandbox.clone(),
+            config: Some(container_config("probe", &name, &script(false))),
+            sandbox_config: Some(own_config),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    f.runtime.start_container(cri::StartContainerRequest { container_id: own }).await.unwrap();
+    let own_log = logs.join("own/probe/0.log");
+    let seen = poll("the own pod's checks", Duration::from_secs(20), || async {
+        let lines = log_lines(&own_log);
+        lines.contains(&"checked".to_string()).then_some(lines)
+    })
+    .await;
+    assert_eq!(seen, ["checked"]);
+    f.runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: own_sandbox })
+        .await
+        .unwrap();
+    assert!(bridge_ports(&bridge).is_empty());
+
+    // A restarted service finds the host pod as it was.
+    f.restart().await;
+    let status = f
+        .runtime
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: host_sandbox.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state, cri::PodSandboxState::SandboxReady as i32);
+    poll("the adopted host pod answers", Duration::from_secs(20), answer).await;
+
+    // Stopped and removed: no CNI DEL touched the host, whose links are
+    // all still there, and the bridge never got a port.
+    f.runtime
+        .stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: host_sandbox.clone() })
+        .await
+        .unwrap();
+    f.runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: host_sandbox })
+        .await
+        .unwrap();
+    assert!(bridge_ports(&bridge).is_empty());
+    let links_after = stable_host_links();
+    for (link, index) in &links_before {
+        assert_eq!(links_after.get(link), Some(index), "host link {link} changed");
+    }
+    let left = f
+        .runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(left.is_empty(), "sandboxes left: {left:?}");
 }

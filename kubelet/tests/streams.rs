@@ -126,6 +126,11 @@ impl Cluster {
             max_watchers: 1000,
             request_timeout: Duration::from_secs(60),
             kubelet_secret: Some(SECRET.into()),
+            tls: None,
+            authorization_modes: Vec::new(),
+            admission_plugins: Vec::new(),
+            pod_security: Default::default(),
+            guards: Default::default(),
         };
         let token = stop.clone();
         tasks.push(tokio::spawn(async move {

@@ -30,6 +30,16 @@ mod generated {
                 include!(concat!(env!("OUT_DIR"), "/berth.coordination.v1.rs"));
             }
         }
+        pub mod rbac {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/berth.rbac.v1.rs"));
+            }
+        }
+        pub mod authorization {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/berth.authorization.v1.rs"));
+            }
+        }
         pub mod api {
             pub mod v1 {
                 include!(concat!(env!("OUT_DIR"), "/berth.api.v1.rs"));
@@ -61,10 +71,14 @@ mod generated {
 pub use generated::berth::api::v1 as api_v1;
 /// appsv1: ReplicaSet, Deployment (and the Scale subresource).
 pub use generated::berth::apps::v1 as apps_v1;
+/// authorizationv1: SelfSubjectAccessReview, SelfSubjectRulesReview.
+pub use generated::berth::authorization::v1 as authorization_v1;
 /// coordinationv1: Lease.
 pub use generated::berth::coordination::v1 as coordination_v1;
 /// The store's replicated commands and its internal peer service.
 pub use generated::berth::raft::v1 as raft_v1;
+/// rbacv1: Role, ClusterRole, RoleBinding, ClusterRoleBinding.
+pub use generated::berth::rbac::v1 as rbac_v1;
 /// The etcd v3 API (a subset: KV, Watch, Lease, Cluster, Maintenance),
 /// wire-compatible with etcd's own so etcd clients work against berth.
 pub mod etcd {

@@ -6,6 +6,7 @@ use crate::codec::{self, DecodeError};
 use crate::coordination_v1::Lease;
 use crate::core_v1::{Event, Namespace, Node, Pod};
 use crate::meta_v1::ObjectMeta;
+use crate::rbac_v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::sync::LazyLock;
@@ -123,6 +124,15 @@ macro_rules! resources {
             pub fn encode_to_vec(&self) -> Vec<u8> {
                 match self { $( Object::$ty(o) => prost::Message::encode_to_vec(o), )* }
             }
+
+            /// Decodes the protobuf encoding of a `kind` object, as the store
+            /// reads it back; `None` for a kind that is not served.
+            pub fn from_protobuf(kind: &str, bytes: &[u8]) -> Option<Result<Object, prost::DecodeError>> {
+                match kind {
+                    $( stringify!($ty) => Some(<$ty as prost::Message>::decode(bytes).map(Object::$ty)), )*
+                    _ => None,
+                }
+            }
         }
 
         /// Every supported (apiVersion, kind), for error messages and discovery.
@@ -138,6 +148,10 @@ resources! {
     ReplicaSet: "apps", "v1", "apps/v1", "replicasets", namespaced = true, short = ["rs"];
     Deployment: "apps", "v1", "apps/v1", "deployments", namespaced = true, short = ["deploy"];
     Lease: "coordination.k8s.io", "v1", "coordination.k8s.io/v1", "leases", namespaced = true, short = [];
+    Role: "rbac.authorization.k8s.io", "v1", "rbac.authorization.k8s.io/v1", "roles", namespaced = true, short = [];
+    ClusterRole: "rbac.authorization.k8s.io", "v1", "rbac.authorization.k8s.io/v1", "clusterroles", namespaced = false, short = [];
+    RoleBinding: "rbac.authorization.k8s.io", "v1", "rbac.authorization.k8s.io/v1", "rolebindings", namespaced = true, short = [];
+    ClusterRoleBinding: "rbac.authorization.k8s.io", "v1", "rbac.authorization.k8s.io/v1", "clusterrolebindings", namespaced = false, short = [];
 }
 
 /// The two fields that say what a manifest is; the rest is ignored here and

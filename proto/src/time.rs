@@ -92,7 +92,11 @@ macro_rules! timestamp {
                 buf: &mut impl Buf,
                 ctx: DecodeContext,
             ) -> Result<(), DecodeError> {
-                merge_part(&mut self.seconds, &mut self.nanos, tag, wire_type, buf, ctx)
+                merge_part(&mut self.seconds, &mut self.nanos, tag, wire_type, buf, ctx)?;
+                // Finer than this type keeps would not survive its JSON form:
+                // cut it, as from_unix does.
+                self.nanos -= self.nanos % $precision;
+                Ok(())
             }
 
             fn encoded_len(&self) -> usize {
@@ -147,6 +151,11 @@ fn parts_len(seconds: i64, nanos: i32) -> usize {
     len
 }
 
+/// 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z: the times RFC 3339 text,
+/// and so the JSON form, can hold.
+const MIN_SECONDS: i64 = -62_167_219_200;
+const MAX_SECONDS: i64 = 253_402_300_799;
+
 fn merge_part(
     seconds: &mut i64,
     nanos: &mut i32,
@@ -156,7 +165,15 @@ fn merge_part(
     ctx: DecodeContext,
 ) -> Result<(), DecodeError> {
     match tag {
-        1 => encoding::int64::merge(wire_type, seconds, buf, ctx),
+        1 => {
+            encoding::int64::merge(wire_type, seconds, buf, ctx)?;
+            if !(MIN_SECONDS..=MAX_SECONDS).contains(seconds) {
+                return Err(crate::wire::invalid_value(format!(
+                    "timestamp seconds out of range: {seconds} (years 0000 to 9999)"
+                )));
+            }
+            Ok(())
+        }
         2 => {
             encoding::int32::merge(wire_type, nanos, buf, ctx)?;
             if !(0..1_000_000_000).contains(nanos) {
@@ -203,6 +220,28 @@ mod tests {
         let back = MicroTime::decode(t.encode_to_vec().as_slice()).unwrap();
         assert_eq!(back, t);
         assert_eq!(Time::decode(&[][..]).unwrap(), Time::default());
+    }
+
+    #[test]
+    fn protobuf_keeps_only_what_the_json_form_can_say() {
+        let mut buf = Vec::new();
+        encoding::int64::encode(1, &1_714_557_642, &mut buf);
+        encoding::int32::encode(2, &123_456_789, &mut buf);
+        let micro = MicroTime::decode(buf.as_slice()).unwrap();
+        assert_eq!(micro, MicroTime::parse("2024-05-01T10:00:42.123456Z").unwrap());
+        assert_eq!(MicroTime::parse(&micro.to_string()).unwrap(), micro);
+        let time = Time::decode(buf.as_slice()).unwrap();
+        assert_eq!(Time::parse(&time.to_string()).unwrap(), time);
+        for seconds in [MAX_SECONDS + 1, MIN_SECONDS - 1, i64::MAX, i64::MIN] {
+            let mut buf = Vec::new();
+            encoding::int64::encode(1, &seconds, &mut buf);
+            assert!(Time::decode(buf.as_slice()).is_err(), "{seconds}");
+        }
+        for edge in ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59Z"] {
+            let t = Time::parse(edge).unwrap();
+            assert_eq!(Time::decode(t.encode_to_vec().as_slice()).unwrap(), t);
+            assert_eq!(t.to_string(), edge);
+        }
     }
 
     #[test]

@@ -232,3 +232,22 @@ fn resource_descriptions() {
     pod.metadata_mut().name = "a".into();
     assert_eq!(pod.metadata().name, "a");
 }
+
+#[test]
+fn security_contexts_round_trip() {
+    let Object::Pod(p) = assert_round_trip("secure-pod.yaml") else { panic!("kind") };
+    let spec = p.spec.as_ref().unwrap();
+    let pod_sc = spec.security_context.as_ref().unwrap();
+    assert_eq!(pod_sc.seccomp_profile.as_ref().unwrap().r#type, "RuntimeDefault");
+    // A sysctl's empty value is kept: Kubernetes always writes name and value.
+    assert_eq!(pod_sc.sysctls[1].value, "");
+    let sc = spec.containers[0].security_context.as_ref().unwrap();
+    assert_eq!(sc.proc_mount.as_deref(), Some("Default"));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    let profile = sc.seccomp_profile.as_ref().unwrap();
+    assert_eq!(
+        (profile.r#type.as_str(), profile.localhost_profile.as_deref()),
+        ("Localhost", Some("profiles/app.json"))
+    );
+    assert_eq!(sc.capabilities.as_ref().unwrap().drop, vec!["ALL".to_string()]);
+}

@@ -17,29 +17,40 @@ use std::pin::Pin;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
+
+/// One etcd service, behind the check of who may call it.
+pub type Guarded<S> = InterceptedService<S, crate::peer_service::PeerCheck>;
 
 /// The five etcd services of one peer, to add to a tonic server.
 pub struct EtcdServices {
-    pub kv: KvServer<Facade>,
-    pub watch: WatchServer<Facade>,
-    pub lease: LeaseServer<Facade>,
-    pub cluster: ClusterServer<Facade>,
-    pub maintenance: MaintenanceServer<Facade>,
+    pub kv: Guarded<KvServer<Facade>>,
+    pub watch: Guarded<WatchServer<Facade>>,
+    pub lease: Guarded<LeaseServer<Facade>>,
+    pub cluster: Guarded<ClusterServer<Facade>>,
+    pub maintenance: Guarded<MaintenanceServer<Facade>>,
 }
 
 /// Serves the etcd v3 API from `store`.
 pub fn etcd_services(store: Store) -> EtcdServices {
+    let check = crate::peer_service::PeerCheck::etcd(store.clone());
     let facade = Facade { store };
     // Room for a 1.5 MiB value plus the request around it; larger requests
     // are refused by tonic with ResourceExhausted before reaching the store.
     const LIMIT: usize = 2 << 20;
     EtcdServices {
-        kv: KvServer::new(facade.clone()).max_decoding_message_size(LIMIT),
-        watch: WatchServer::new(facade.clone()).max_decoding_message_size(LIMIT),
-        lease: LeaseServer::new(facade.clone()),
-        cluster: ClusterServer::new(facade.clone()),
-        maintenance: MaintenanceServer::new(facade),
+        kv: InterceptedService::new(
+            KvServer::new(facade.clone()).max_decoding_message_size(LIMIT),
+            check.clone(),
+        ),
+        watch: InterceptedService::new(
+            WatchServer::new(facade.clone()).max_decoding_message_size(LIMIT),
+            check.clone(),
+        ),
+        lease: InterceptedService::new(LeaseServer::new(facade.clone()), check.clone()),
+        cluster: InterceptedService::new(ClusterServer::new(facade.clone()), check.clone()),
+        maintenance: InterceptedService::new(MaintenanceServer::new(facade), check),
     }
 }
 
@@ -331,7 +342,7 @@ impl Facade {
         use berth_proto::etcd::etcdserverpb::maintenance_client::MaintenanceClient;
         let unreachable =
             |e: &dyn std::fmt::Display| Status::unavailable(format!("peer at {addr}: {e}"));
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        let channel = berth_tls::endpoint(addr, self.store.inner.config.tls.as_ref())
             .map_err(|e| Status::invalid_argument(format!("peer URL {addr:?}: {e}")))?
             .connect_timeout(std::time::Duration::from_secs(3))
             .timeout(std::time::Duration::from_secs(5))
@@ -367,14 +378,15 @@ impl Facade {
 
     fn members(&self) -> Result<Vec<pb::Member>, Status> {
         let status = self.store.status().map_err(to_status)?;
+        let scheme = if self.store.requires_peer_certificates() { "https" } else { "http" };
         Ok(status
             .members
             .iter()
             .map(|(id, addr)| pb::Member {
                 id: *id,
                 name: format!("peer-{id}"),
-                peer_ur_ls: vec![format!("http://{addr}")],
-                client_ur_ls: vec![format!("http://{addr}")],
+                peer_ur_ls: vec![format!("{scheme}://{addr}")],
+                client_ur_ls: vec![format!("{scheme}://{addr}")],
                 is_learner: !status.voters.contains(id),
             })
             .collect())
@@ -395,7 +407,12 @@ impl Cluster for Facade {
         let [url] = r.peer_ur_ls.as_slice() else {
             return Err(Status::invalid_argument("give exactly one peer URL"));
         };
-        let addr = url.strip_prefix("http://").unwrap_or(url).trim_end_matches('/').to_string();
+        let addr = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .unwrap_or(url)
+            .trim_end_matches('/')
+            .to_string();
         let id = self.joining_peer_id(&addr).await?;
         let peers = self.store.status().map_err(to_status)?;
         if peers.members.contains_key(&id) {

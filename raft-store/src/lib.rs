@@ -20,6 +20,7 @@
 #![allow(clippy::result_large_err)]
 
 mod db;
+mod election;
 mod error;
 mod etcd;
 mod keys;
@@ -38,7 +39,7 @@ mod watch;
 pub use error::StoreError;
 pub use etcd::{etcd_services, EtcdServices};
 pub use network::Faults;
-pub use peer_service::{peer_service, PeerService};
+pub use peer_service::{peer_service, PeerCheck, PeerService};
 pub use store::{restore_snapshot, PeerStatus, Store, StoreConfig, MAX_TXN_OPS, MAX_VALUE_BYTES};
 pub use types::NodeId;
 pub use watch::{Watch, WatchBatch, WatchOptions};

@@ -17,7 +17,7 @@ use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Faults injected on this peer's outgoing messages: peers it cannot reach,
 /// and delays before messages to a peer are sent.
@@ -63,11 +63,16 @@ pub(crate) struct Peers {
     channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
     pub(crate) faults: Arc<Faults>,
     timeout: Duration,
+    tls: Option<berth_tls::ClientTls>,
 }
 
 impl Peers {
-    pub(crate) fn new(faults: Arc<Faults>, timeout: Duration) -> Peers {
-        Peers { channels: Arc::default(), faults, timeout }
+    pub(crate) fn new(
+        faults: Arc<Faults>,
+        timeout: Duration,
+        tls: Option<berth_tls::ClientTls>,
+    ) -> Peers {
+        Peers { channels: Arc::default(), faults, timeout, tls }
     }
 
     /// A client for `addr`, or None when the address is malformed.
@@ -77,7 +82,8 @@ impl Peers {
         if let Some(channel) = channels.get(&key) {
             return Some(RaftClient::new(channel.clone()));
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = berth_tls::endpoint(addr, self.tls.as_ref())
+            .map_err(|e| tracing::warn!(peer = id, error = %e, "cannot dial peer"))
             .ok()?
             .connect_timeout(self.timeout)
             .tcp_nodelay(true)

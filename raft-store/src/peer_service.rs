@@ -15,13 +15,84 @@ use berth_proto::raft_v1::{
     TransferLeaderRequest, TransferLeaderResponse,
 };
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::{Request, Response, Status};
 
-/// The peer service of `store`, to add to a tonic server.
-pub fn peer_service(store: Store) -> RaftServer<PeerService> {
-    RaftServer::new(PeerService { store })
+/// The peer service of `store`, to add to a tonic server. With mutual TLS
+/// on, only a current member's peer certificate gets through.
+pub fn peer_service(store: Store) -> InterceptedService<RaftServer<PeerService>, PeerCheck> {
+    let check = PeerCheck { store: store.clone(), admins_too: false };
+    let service = RaftServer::new(PeerService { store })
         .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    InterceptedService::new(service, check)
+}
+
+/// Admits a request to the peer service, or to the etcd API, by the
+/// caller's client certificate (verified against the cluster CA by the TLS
+/// layer) while mutual TLS is on. The peer service takes a peer id that is
+/// a current member; the etcd API, which reads and writes the raw store
+/// around every check the API server makes, takes only peers and
+/// administrators (group `system:masters`), as etcd with client
+/// certificate authentication takes only the API server.
+#[derive(Clone)]
+pub struct PeerCheck {
+    store: Store,
+    admins_too: bool,
+}
+
+/// The group of a cluster's administrators.
+const ADMINS_GROUP: &str = "system:masters";
+
+impl PeerCheck {
+    pub(crate) fn etcd(store: Store) -> PeerCheck {
+        PeerCheck { store, admins_too: true }
+    }
+}
+
+impl Interceptor for PeerCheck {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        if !self.store.requires_peer_certificates() {
+            return Ok(request);
+        }
+        let connection = request.extensions().get::<berth_tls::ConnectionInfo>();
+        let identity = connection.and_then(|c| c.client.as_ref());
+        if self.admins_too {
+            return match identity {
+                Some(i)
+                    if i.organizations
+                        .iter()
+                        .any(|o| o == ADMINS_GROUP || o == berth_tls::PEERS_GROUP) =>
+                {
+                    Ok(request)
+                }
+                Some(i) => Err(Status::permission_denied(format!(
+                    "the etcd API is for the cluster's administrators (group {ADMINS_GROUP}); \
+                     {:?} is not one",
+                    i.common_name
+                ))),
+                None => Err(Status::unauthenticated(
+                    "the etcd API needs a client certificate of the cluster CA",
+                )),
+            };
+        }
+        let Some(id) = identity.and_then(|i| i.peer_id()) else {
+            let who = identity.map_or("no client certificate".to_string(), |i| {
+                format!("a certificate for {:?}", i.common_name)
+            });
+            return Err(Status::unauthenticated(format!(
+                "the peer service takes only API server peers' certificates of this cluster; \
+                 the caller presented {who}"
+            )));
+        };
+        if !self.store.admits_peer(id) {
+            return Err(Status::permission_denied(format!(
+                "peer {id} is not a member of this cluster"
+            )));
+        }
+        Ok(request)
+    }
 }
 
 pub struct PeerService {
@@ -62,7 +133,7 @@ impl RaftService for PeerService {
     ) -> Result<Response<RaftPayload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode(request.get_ref()).map_err(bad_payload)?;
-        reply(&self.store.raft().append_entries(rpc).await)
+        reply(&self.store.append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
@@ -76,7 +147,7 @@ impl RaftService for PeerService {
     ) -> Result<Response<RaftPayload>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> =
             decode(request.get_ref()).map_err(bad_payload)?;
-        reply(&self.store.raft().install_snapshot(rpc).await)
+        reply(&self.store.install_snapshot(rpc).await)
     }
 
     async fn propose(&self, request: Request<Command>) -> Result<Response<CommandResult>, Status> {

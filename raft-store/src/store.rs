@@ -14,7 +14,7 @@ use crate::log_store::LogStore;
 use crate::mvcc::{self, KeyRange};
 use crate::network::{Faults, Peers};
 use crate::state_machine::StateMachine;
-use crate::types::{NodeId, Proposal, Raft};
+use crate::types::{NodeId, Proposal, Raft, TypeConfig};
 use crate::watch::{self, Watch, WatchHub, WatchOptions};
 use berth_proto::etcd::etcdserverpb::{
     request_op, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
@@ -23,7 +23,10 @@ use berth_proto::etcd::etcdserverpb::{
     RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use berth_proto::raft_v1::{command::Op, command_result, ApplyError, Command, CommandResult};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -63,12 +66,21 @@ pub struct StoreConfig {
     pub advertise: String,
     pub heartbeat: Duration,
     pub election_timeout: (Duration, Duration),
+    /// Campaign as soon as no leader has been heard for the leader lease
+    /// (`election_timeout.1`) plus a short fresh jitter, rather than waiting
+    /// for openraft's own timer too (see `election`). On by default.
+    pub campaign_when_leader_silent: bool,
     /// How long a write or linearizable read may wait for a leader/quorum.
     pub request_timeout: Duration,
     /// Applied entries between snapshots (the log is purged behind them).
     pub snapshot_every: u64,
     /// Faults injected on this peer's outgoing messages (tests).
     pub faults: Arc<Faults>,
+    /// Mutual TLS between peers: this peer dials others with its peer
+    /// certificate, and its peer service accepts only callers presenting
+    /// one of a current member. None: plain TCP, for an explicitly
+    /// insecure setup.
+    pub tls: Option<berth_tls::ClientTls>,
 }
 
 impl StoreConfig {
@@ -85,9 +97,11 @@ impl StoreConfig {
             advertise: advertise.to_string(),
             heartbeat: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
+            campaign_when_leader_silent: true,
             request_timeout: Duration::from_secs(5),
             snapshot_every: 10_000,
             faults: Arc::default(),
+            tls: None,
         }
     }
 }
@@ -107,6 +121,8 @@ pub(crate) struct Inner {
     pub(crate) peers: Peers,
     pub(crate) lessor: Arc<Lessor>,
     pub(crate) config: StoreConfig,
+    /// When a leader was last heard, for the election watchdog.
+    pub(crate) contact: crate::election::Contact,
     stop: CancellationToken,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     proposals: mpsc::Sender<Pending>,
@@ -152,7 +168,7 @@ impl Store {
         let hub = WatchHub::new(revision);
         let log = LogStore::new(db.clone());
         let sm = StateMachine::new(db.clone(), hub.clone())?;
-        let peers = Peers::new(config.faults.clone(), config.request_timeout);
+        let peers = Peers::new(config.faults.clone(), config.request_timeout, config.tls.clone());
         let raft_config = openraft::Config {
             cluster_name: config.cluster.clone(),
             heartbeat_interval: config.heartbeat.as_millis() as u64,
@@ -184,6 +200,7 @@ impl Store {
             peers,
             lessor,
             config,
+            contact: Default::default(),
             stop,
             tasks: Default::default(),
             proposals,
@@ -195,6 +212,7 @@ impl Store {
             crate::metrics::spawn_reporter(store.clone()),
             spawn_proposer(store.clone(), pending),
             spawn_reader(store.clone(), readers),
+            crate::election::spawn_watchdog(store.clone()),
         ];
         *store.inner.tasks.lock().expect("task list lock is never poisoned") = tasks;
         Ok(store)
@@ -207,6 +225,22 @@ impl Store {
     /// Faults injected on this peer's outgoing messages.
     pub fn faults(&self) -> &Arc<Faults> {
         &self.inner.config.faults
+    }
+
+    /// Whether `id` may send this peer Raft messages and forwarded
+    /// requests: a member (voter or learner), or anyone of the cluster's
+    /// peers while this peer has no membership yet (it is being created or
+    /// joined, and learns the members from the first messages).
+    pub(crate) fn admits_peer(&self, id: NodeId) -> bool {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let mut members = membership.nodes().peekable();
+        members.peek().is_none() || membership.nodes().any(|(member, _)| *member == id)
+    }
+
+    /// Whether peers must prove who they are (mutual TLS is on).
+    pub(crate) fn requires_peer_certificates(&self) -> bool {
+        self.inner.config.tls.is_some()
     }
 
     pub(crate) fn stop_token(&self) -> CancellationToken {
@@ -310,7 +344,22 @@ impl Store {
         }
         let mut request = tonic::Request::new(command.clone());
         request.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
-        match client.propose(request).await {
+        // A leader cut off from this peer never answers; once an election
+        // has begun (a newer term) the forward is given up, so that this
+        // peer's proposals (one batch in flight) move on to the next leader
+        // instead of waiting out the whole deadline. Its outcome is unknown.
+        let mut metrics = self.inner.raft.metrics();
+        let term = metrics.borrow().current_term;
+        let reply = tokio::select! {
+            reply = client.propose(request) => reply,
+            _ = metrics.wait_for(|m| m.current_term > term) => {
+                return Forwarded::Done(Err(unavailable(&format!(
+                    "leader {leader} was replaced while a forwarded write was in flight; \
+                     it may or may not have been applied"
+                ))));
+            }
+        };
+        match reply {
             Ok(reply) => Forwarded::Done(Ok(reply.into_inner())),
             // The leader answers FailedPrecondition only when it did not
             // propose (it is no longer leader): safe to try again.
@@ -684,6 +733,7 @@ impl Store {
         let addr = status.members.get(&to).cloned().unwrap_or_default();
         let raft = &self.inner.raft;
         raft.runtime_config().elect(false);
+        self.inner.contact.pause(true);
         raft.runtime_config().heartbeat(false);
         let deadline = tokio::time::Instant::now() + self.inner.config.election_timeout.1 * 6;
         let mut outcome = Err(unavailable("leadership transfer did not finish in time"));
@@ -702,12 +752,40 @@ impl Store {
         }
         raft.runtime_config().heartbeat(true);
         raft.runtime_config().elect(true);
+        self.inner.contact.pause(false);
         outcome
     }
 
     /// On the transfer target: campaign now.
     pub(crate) async fn campaign(&self) {
         let _ = self.inner.raft.trigger().elect().await;
+    }
+
+    /// Hands a leader's AppendEntries to Raft; one it accepts tells the
+    /// election watchdog that a leader is alive.
+    pub(crate) async fn append_entries(
+        &self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        let result = self.inner.raft.append_entries(rpc).await;
+        if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.inner.contact.heard();
+        }
+        result
+    }
+
+    /// Hands a snapshot chunk to Raft; like `append_entries`, an accepted
+    /// one (answered with the sender's own vote) counts as the leader heard.
+    pub(crate) async fn install_snapshot(
+        &self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        let vote = rpc.vote;
+        let result = self.inner.raft.install_snapshot(rpc).await;
+        if matches!(&result, Ok(r) if r.vote == vote) {
+            self.inner.contact.heard();
+        }
+        result
     }
 
     /// The Raft handle, for this crate's service and tests.

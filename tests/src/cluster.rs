@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 struct Peer {
     grpc: SocketAddr,
+    http: SocketAddr,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -45,13 +46,25 @@ impl ApiCluster {
         name: &str,
         kubelet_secret: Option<String>,
     ) -> anyhow::Result<ApiCluster> {
+        ApiCluster::start_with(n, name, |config| config.kubelet_secret = kubelet_secret.clone())
+            .await
+    }
+
+    /// Like `start`, with each peer's configuration changed by `configure`
+    /// (filters, admission plugins); anonymous reads of namespaces must
+    /// stay allowed, as readiness is checked with them.
+    pub async fn start_with(
+        n: usize,
+        name: &str,
+        configure: impl Fn(&mut PeerConfig),
+    ) -> anyhow::Result<ApiCluster> {
         let dir = tempfile::tempdir()?;
         let grpc: Vec<SocketAddr> = (0..n).map(|_| free_addr()).collect();
         let initial: BTreeMap<u64, String> =
             grpc.iter().enumerate().map(|(i, a)| (i as u64 + 1, a.to_string())).collect();
         let mut peers = Vec::new();
         for (i, addr) in grpc.iter().enumerate() {
-            let config = PeerConfig {
+            let mut config = PeerConfig {
                 id: i as u64 + 1,
                 cluster: name.into(),
                 data_dir: dir.path().join(format!("peer-{}", i + 1)),
@@ -66,8 +79,15 @@ impl ApiCluster {
                 max_requests_in_flight: 4096,
                 max_watchers: 10_000,
                 request_timeout: Duration::from_secs(60),
-                kubelet_secret: kubelet_secret.clone(),
+                kubelet_secret: None,
+                tls: None,
+                authorization_modes: Vec::new(),
+                admission_plugins: Vec::new(),
+                pod_security: Default::default(),
+                guards: Default::default(),
             };
+            configure(&mut config);
+            let http = config.http;
             let stop = CancellationToken::new();
             let token = stop.clone();
             let task = tokio::spawn(async move {
@@ -75,7 +95,7 @@ impl ApiCluster {
                     eprintln!("peer stopped: {e}");
                 }
             });
-            peers.push(Peer { grpc: *addr, stop, task: Some(task) });
+            peers.push(Peer { grpc: *addr, http, stop, task: Some(task) });
         }
         let cluster = ApiCluster { peers, _dir: dir };
         for i in 0..n {
@@ -105,6 +125,11 @@ impl ApiCluster {
 
     pub fn address(&self, i: usize) -> String {
         self.peers[i].grpc.to_string()
+    }
+
+    /// Peer `i`'s HTTP address: the REST API, health and metrics.
+    pub fn http_address(&self, i: usize) -> SocketAddr {
+        self.peers[i].http
     }
 
     /// A client of every peer, failing over between them.

@@ -75,6 +75,11 @@ pub fn run_peer(args: &[String]) -> Result<()> {
         max_watchers: berth_apiserver::api::DEFAULT_MAX_WATCHERS,
         request_timeout: Duration::from_secs(60),
         kubelet_secret: None,
+        tls: None,
+        authorization_modes: Vec::new(),
+        admission_plugins: Vec::new(),
+        pod_security: Default::default(),
+        guards: Default::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

@@ -4,9 +4,11 @@
 //! Probes (a liveness failure restarts, readiness gates Ready, a startup
 //! probe holds the others back), volumes (emptyDir on disk and in memory
 //! shared by two containers, hostPath), OOMKilled, ErrImagePull and
-//! ImagePullBackOff, deletion within the grace period, and a restarted
+//! ImagePullBackOff, deletion within the grace period, a restarted
 //! agent that adopts its running pods and removes those deleted while it
-//! was down.
+//! was down, and pod security (RuntimeDefault seccomp and containerd's
+//! capabilities by default, runAsNonRoot, forbidden sysctls), and pods in
+//! the host's network, IPC and PID namespaces.
 //!
 //! Needs root, overlayfs, /bin/busybox and the CNI plugins; otherwise each
 //! test prints `SKIPPED: <why>`. Each test owns its directory, bridge,
@@ -671,4 +673,240 @@ async fn a_restarted_agent_adopts_its_pods_and_removes_those_deleted_meanwhile()
     node.until("keep", "is ready", limit, |p| condition(p, "Ready") && running(p, "app")).await;
     node.delete("keep").await;
     assert!(!node.volume_dir(&keep_uid).exists());
+}
+
+fn waiting_reason(pod: &Pod, name: &str) -> Option<(String, String)> {
+    let waiting = container_status(pod, name)?.state.as_ref()?.waiting.as_ref()?;
+    Some((waiting.reason.clone(), waiting.message.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pods_run_confined_by_default_and_root_is_refused_where_runasnonroot() {
+    use berth_proto::core_v1::{PodSecurityContext, SecurityContext, Sysctl};
+    if let Some(why) = skip_reason() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let node = Node::start("security", 5).await;
+    let limit = Duration::from_secs(60);
+
+    // A pod that names no seccomp profile runs under RuntimeDefault (the
+    // agent's --seccomp-default) with containerd's capabilities.
+    let check = "grep -q '^Seccomp:.2$' /proc/self/status && \
+        grep -q '^CapEff:.00000000a80425fb$' /proc/self/status";
+    let mut confined = node.pod("confined", vec![node.container("c", check)], vec![]);
+    confined.spec.as_mut().unwrap().restart_policy = "Never".into();
+    node.create(&confined).await;
+
+    // runAsNonRoot with an image that runs as root: not created.
+    let mut rooted = node.container("c", "exec sleep 1000");
+    rooted.security_context =
+        Some(SecurityContext { run_as_non_root: Some(true), ..Default::default() });
+    node.create(&node.pod("rooted", vec![rooted], vec![])).await;
+
+    // runAsNonRoot with runAsUser 1000 runs, as that user.
+    let mut user = node.container("c", "[ $(id -u) = 1000 ]");
+    user.security_context = Some(SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(1000),
+        ..Default::default()
+    });
+    let mut nonroot = node.pod("nonroot", vec![user], vec![]);
+    nonroot.spec.as_mut().unwrap().restart_policy = "Never".into();
+    node.create(&nonroot).await;
+
+    // A sysctl outside the safe set fails the pod.
+    let mut sysctl = node.pod("sysctl", vec![node.container("c", "exec sleep 1000")], vec![]);
+    sysctl.spec.as_mut().unwrap().security_context = Some(PodSecurityContext {
+        sysctls: vec![Sysctl { name: "kernel.msgmax".into(), value: "1".into() }],
+        ..Default::default()
+    });
+    node.create(&sysctl).await;
+
+    let phase = |p: &Pod| p.status.as_ref().map(|s| s.phase.clone()).unwrap_or_default();
+    let ended = |p: &Pod| ["Succeeded", "Failed"].contains(&phase(p).as_str());
+    let done = node.until("confined", "ends", limit, ended).await;
+    assert_eq!(phase(&done), "Succeeded", "{:?}", done.status);
+    let done = node.until("nonroot", "ends", limit, ended).await;
+    assert_eq!(phase(&done), "Succeeded", "{:?}", done.status);
+    let rooted = node
+        .until("rooted", "is refused", limit, |p| {
+            waiting_reason(p, "c").is_some_and(|(r, _)| r == "CreateContainerConfigError")
+        })
+        .await;
+    let (_, message) = waiting_reason(&rooted, "c").unwrap();
+    assert!(message.contains("runAsNonRoot and image will run as root"), "{message}");
+    let failed = node.until("sysctl", "fails", limit, |p| phase(p) == "Failed").await;
+    assert_eq!(failed.status.unwrap().reason, "SysctlForbidden");
+
+    for pod in ["confined", "rooted", "nonroot", "sysctl"] {
+        node.delete(pod).await;
+    }
+}
+
+/// The messages of a CRI log file's lines.
+fn log_messages(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3).map(str::to_string))
+        .collect()
+}
+
+/// A host link and a SysV message queue only this test has; both removed
+/// on drop.
+struct HostObjects {
+    link: String,
+    queue: Option<String>,
+}
+
+impl HostObjects {
+    fn create(link: &str) -> HostObjects {
+        let ip = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        // A dummy link, or a veth pair with both ends here where the kernel
+        // has no dummy driver.
+        let peer = format!("{link}p");
+        let made = ip(&["link", "add", link, "type", "dummy"])
+            || ip(&["link", "add", link, "type", "veth", "peer", "name", &peer]);
+        let mut objects = HostObjects { link: link.into(), queue: None };
+        assert!(made, "could not add a dummy or veth link {link}");
+        let out = std::process::Command::new("ipcmk").arg("-Q").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let id = text.split_whitespace().last().unwrap_or_default().to_string();
+        assert!(out.status.success() && id.parse::<u32>().is_ok(), "ipcmk -Q: {text}");
+        objects.queue = Some(id);
+        objects
+    }
+}
+
+impl Drop for HostObjects {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.link]).status();
+        if let Some(id) = &self.queue {
+            let _ = std::process::Command::new("ipcrm").args(["-q", id]).status();
+        }
+    }
+}
+
+/// A hostNetwork, hostIPC and hostPID pod sees the host's links, message
+/// queues and processes, serves on the host's loopback, reports the node's
+/// IP as its own, is never wired by CNI (its node's bridge is never made),
+/// is adopted by a restarted agent, and its deletion leaves the host's
+/// links as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn host_namespace_pods_share_the_nodes_and_leave_it_untouched() {
+    if let Some(why) = skip_reason() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    for tool in ["ip", "ipcmk", "ipcrm"] {
+        let found = std::process::Command::new(tool)
+            .arg("-V")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            println!("SKIPPED: needs {tool} (Debian packages iproute2 and util-linux)");
+            return;
+        }
+    }
+    let mut node = Node::start("hostns", 6).await;
+    let limit = Duration::from_secs(60);
+    let host = HostObjects::create(&format!("bpd{}", std::process::id() % 100_000));
+    let queue = host.queue.clone().unwrap();
+    let link_index = |name: &str| std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"));
+    let index_before = link_index(&host.link).unwrap();
+    let lo_before = link_index("lo").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let host_init = std::fs::read_to_string("/proc/1/comm").unwrap().trim().to_string();
+    let me = std::process::id();
+    let script = format!(
+        "grep -q '{link}:' /proc/net/dev && echo sees-link; \
+         awk '$2 == {queue}' /proc/sysvipc/msg | grep -q . && echo sees-queue; \
+         [ \"$(cat /proc/1/comm)\" = '{host_init}' ] && [ -d /proc/{me} ] && echo host-pids; \
+         echo checked; while true; do echo hostnet-ok | nc -l -p {port}; done",
+        link = host.link,
+    );
+    let mut app = node.container("app", &script);
+    app.readiness_probe = Some(exec_probe(&["true"]));
+    let mut pod = node.pod("hostns", vec![app], vec![]);
+    let spec = pod.spec.as_mut().unwrap();
+    spec.host_network = true;
+    spec.host_ipc = true;
+    spec.host_pid = true;
+    let uid = node.create(&pod).await;
+    let ready = node.until("hostns", "is ready", limit, |p| condition(p, "Ready")).await;
+    let status = ready.status.clone().unwrap();
+    assert_eq!(status.pod_ip, status.host_ip, "a hostNetwork pod's IP is the node's");
+    assert!(!status.pod_ip.is_empty());
+    let log = node.dir.path().join(format!("agent/pods/default_hostns_{uid}/app/0.log"));
+    let deadline = Instant::now() + limit;
+    let seen = loop {
+        let lines = log_messages(&log);
+        if lines.iter().any(|l| l == "checked") {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "the pod never checked: {lines:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(seen, ["sees-link", "sees-queue", "host-pids", "checked"]);
+    let answers = || async {
+        use tokio::io::AsyncReadExt;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut conn) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                let mut got = String::new();
+                if conn.read_to_string(&mut got).await.is_ok() && got.trim() == "hostnet-ok" {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "the pod does not answer on the host's loopback");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    answers().await;
+    // No CNI ADD ran: the node's bridge, made by the first pod wired to it,
+    // does not exist.
+    let bridge = format!("/sys/class/net/{}", node.bridge);
+    assert!(!Path::new(&bridge).exists());
+
+    // A restarted agent adopts the pod as it runs.
+    let before = container_status(&ready, "app").unwrap().clone();
+    node.stop_agent().await;
+    let last = node.pods().get("hostns").await.unwrap().metadata.unwrap().resource_version;
+    node.start_agent();
+    let params =
+        WatchParams { field_selector: "metadata.name=hostns".into(), ..Default::default() };
+    let mut watch = node.pods().watch(&params, &last).await.unwrap();
+    let adopted = loop {
+        let event = tokio::time::timeout(limit, watch.next()).await;
+        match event.expect("the new agent never wrote the adopted pod's status") {
+            Some(Ok(WatchEvent::Modified(pod))) => break pod,
+            Some(Ok(_)) => continue,
+            other => panic!("the watch ended: {other:?}"),
+        }
+    };
+    let after = container_status(&adopted, "app").unwrap();
+    assert_eq!((&after.container_id, after.restart_count), (&before.container_id, 0));
+    assert_eq!(adopted.status.as_ref().unwrap().pod_ip, status.host_ip);
+    assert_eq!(node.sandboxes(&uid).await.len(), 1);
+    answers().await;
+
+    // Deleted: nothing of the host's goes with it.
+    node.delete("hostns").await;
+    let deadline = Instant::now() + limit;
+    while !node.sandboxes(&uid).await.is_empty() {
+        assert!(Instant::now() < deadline, "the pod's sandbox is left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(link_index(&host.link).unwrap(), index_before);
+    assert_eq!(link_index("lo").unwrap(), lo_before);
+    assert!(!Path::new(&bridge).exists());
 }

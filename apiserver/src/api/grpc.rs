@@ -12,6 +12,10 @@ use berth_proto::core_v1::{
     Binding, Event, EventList, Namespace, NamespaceList, Node, NodeList, Pod, PodList,
 };
 use berth_proto::meta_v1::ListMeta;
+use berth_proto::rbac_v1::{
+    ClusterRole, ClusterRoleBinding, ClusterRoleBindingList, ClusterRoleList, Role, RoleBinding,
+    RoleBindingList, RoleList,
+};
 use berth_proto::Resource;
 use futures::StreamExt;
 use prost::Message;
@@ -117,6 +121,25 @@ resource_service!(namespaces_server::Namespaces, Namespace, NamespaceList, Names
 resource_service!(nodes_server::Nodes, Node, NodeList, NodeWatchEvent {});
 resource_service!(events_server::Events, Event, EventList, EventWatchEvent {});
 resource_service!(leases_server::Leases, Lease, LeaseList, LeaseWatchEvent {});
+resource_service!(roles_server::Roles, Role, RoleList, RoleWatchEvent {});
+resource_service!(
+    cluster_roles_server::ClusterRoles,
+    ClusterRole,
+    ClusterRoleList,
+    ClusterRoleWatchEvent {}
+);
+resource_service!(
+    role_bindings_server::RoleBindings,
+    RoleBinding,
+    RoleBindingList,
+    RoleBindingWatchEvent {}
+);
+resource_service!(
+    cluster_role_bindings_server::ClusterRoleBindings,
+    ClusterRoleBinding,
+    ClusterRoleBindingList,
+    ClusterRoleBindingWatchEvent {}
+);
 resource_service!(pods_server::Pods, Pod, PodList, PodWatchEvent {
     async fn bind(&self, r: Request<Binding>) -> Result<Response<Pod>, Status> {
         let (head, binding) = split(r);
@@ -174,6 +197,10 @@ pub const SERVICE_NAMES: &[&str] = &[
     "berth.api.v1.ReplicaSets",
     "berth.api.v1.Deployments",
     "berth.api.v1.Leases",
+    "berth.api.v1.Roles",
+    "berth.api.v1.ClusterRoles",
+    "berth.api.v1.RoleBindings",
+    "berth.api.v1.ClusterRoleBindings",
 ];
 
 /// Every resource service of the API, to add to a tonic server.
@@ -185,6 +212,10 @@ pub struct ApiServices {
     pub replica_sets: replica_sets_server::ReplicaSetsServer<Api>,
     pub deployments: deployments_server::DeploymentsServer<Api>,
     pub leases: leases_server::LeasesServer<Api>,
+    pub roles: roles_server::RolesServer<Api>,
+    pub cluster_roles: cluster_roles_server::ClusterRolesServer<Api>,
+    pub role_bindings: role_bindings_server::RoleBindingsServer<Api>,
+    pub cluster_role_bindings: cluster_role_bindings_server::ClusterRoleBindingsServer<Api>,
 }
 
 pub fn services(api: Api) -> ApiServices {
@@ -195,6 +226,10 @@ pub fn services(api: Api) -> ApiServices {
         events: events_server::EventsServer::new(api.clone()),
         replica_sets: replica_sets_server::ReplicaSetsServer::new(api.clone()),
         deployments: deployments_server::DeploymentsServer::new(api.clone()),
-        leases: leases_server::LeasesServer::new(api),
+        leases: leases_server::LeasesServer::new(api.clone()),
+        roles: roles_server::RolesServer::new(api.clone()),
+        cluster_roles: cluster_roles_server::ClusterRolesServer::new(api.clone()),
+        role_bindings: role_bindings_server::RoleBindingsServer::new(api.clone()),
+        cluster_role_bindings: cluster_role_bindings_server::ClusterRoleBindingsServer::new(api),
     }
 }

@@ -121,7 +121,7 @@ spec_and_status! {
         }
         fn apply_defaults(&mut self) {
             if let Some(spec) = self.spec.as_mut() {
-                defaults::pod_spec(spec);
+                defaults::pod(spec);
             }
         }
         fn validate(&self) -> Causes {

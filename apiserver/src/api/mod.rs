@@ -11,7 +11,9 @@ mod defaults;
 mod grpc;
 pub(crate) mod kinds;
 mod ops;
-mod patch;
+pub(crate) mod policy;
+mod rbac;
+pub(crate) mod reviews;
 mod streams;
 mod validation;
 mod verbs;
@@ -51,6 +53,11 @@ pub struct Api {
     field_manager: Option<String>,
     /// Authenticates the relays of logs and exec to node agents.
     kubelet_secret: Option<std::sync::Arc<str>>,
+    /// How this peer dials node agents over mutual TLS (its peer
+    /// certificate); None: plain TCP with the cluster secret.
+    kubelet_tls: Option<berth_tls::ClientTls>,
+    /// The audit log and the per-user in-flight limit.
+    oversight: crate::filters::Oversight,
 }
 
 /// Requests (not counting watches) one peer serves at once by default.
@@ -134,6 +141,8 @@ impl Api {
             dry_run: false,
             field_manager: None,
             kubelet_secret: None,
+            kubelet_tls: None,
+            oversight: Default::default(),
         }
     }
 
@@ -141,6 +150,12 @@ impl Api {
     /// anonymous and allowed; writes fenced, defaulted and validated).
     pub fn with_filters(mut self, filters: Filters) -> Api {
         self.filters = std::sync::Arc::new(filters);
+        self
+    }
+
+    /// Every request is audited and limited per user as `oversight` says.
+    pub fn with_oversight(mut self, oversight: crate::filters::Oversight) -> Api {
+        self.oversight = oversight;
         self
     }
 
@@ -188,19 +203,25 @@ impl Api {
         call: impl std::future::Future<Output = Result<T, ApiError>>,
     ) -> Result<T, ApiError> {
         let started = std::time::Instant::now();
-        let result = match self.limits.in_flight.try_acquire() {
-            Ok(_permit) => {
-                let in_flight = metrics::gauge!("berth_apiserver_requests_in_flight");
-                in_flight.increment(1.0);
-                let result = call.await;
-                in_flight.decrement(1.0);
-                result
+        // On the heap: every operation's future nests here, and front ends
+        // that match over every kind would otherwise carry them all inline.
+        let limited = Box::pin(async {
+            match self.limits.in_flight.try_acquire() {
+                Ok(_permit) => {
+                    let in_flight = metrics::gauge!("berth_apiserver_requests_in_flight");
+                    in_flight.increment(1.0);
+                    let result = call.await;
+                    in_flight.decrement(1.0);
+                    result
+                }
+                Err(_) => Err(ApiError::TooManyRequests(format!(
+                    "more than {} requests in flight on this peer; retry shortly",
+                    self.limits.max_in_flight
+                ))),
             }
-            Err(_) => Err(ApiError::TooManyRequests(format!(
-                "more than {} requests in flight on this peer; retry shortly",
-                self.limits.max_in_flight
-            ))),
-        };
+        });
+        // Audited, and limited per user once the filters know the user.
+        let result = self.oversight.run(verb, resource, limited).await;
         let code = match &result {
             Ok(_) => "OK".to_string(),
             Err(e) => format!("{:?}", e.grpc_code()),
@@ -214,6 +235,13 @@ impl Api {
 
     /// Logs and exec are relayed to node agents with `secret` (the
     /// cluster secret the agents hold); without one they are unavailable.
+    /// Logs and exec are relayed to node agents over mutual TLS, this peer
+    /// presenting its peer certificate.
+    pub fn with_kubelet_tls(mut self, tls: Option<berth_tls::ClientTls>) -> Api {
+        self.kubelet_tls = tls;
+        self
+    }
+
     pub fn with_kubelet_secret(mut self, secret: Option<String>) -> Api {
         self.kubelet_secret = secret.map(Into::into);
         self
@@ -227,7 +255,9 @@ impl Api {
 
     /// Authentication, then authorization: every request passes both.
     fn allow(&self, request: &Request<()>, mut info: RequestInfo) -> Result<RequestInfo, ApiError> {
+        self.oversight.admit(&info)?;
         info.user = self.filters.authenticate(request)?;
+        self.oversight.admit(&info)?;
         self.filters.authorize(&info)?;
         Ok(info)
     }
@@ -246,7 +276,8 @@ impl Api {
         Ok(Write { registry, filters: &self.filters, info, manager })
     }
 
-    /// Creates the namespaces every cluster starts with, if missing.
+    /// Creates the namespaces, roles and bindings every cluster starts
+    /// with, if missing.
     pub async fn bootstrap(&self) -> Result<(), ApiError> {
         for name in BOOTSTRAP_NAMESPACES {
             let ns = Namespace {
@@ -268,6 +299,6 @@ impl Api {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        self.bootstrap_policy().await
     }
 }

@@ -90,7 +90,7 @@ impl Api {
     ) -> Result<T, ApiError> {
         self.measured("update_status", T::PLURAL, async {
             let write = self.write(head, about("update", "status", &object))?;
-            verbs::update_status(&write.registry, object).await
+            verbs::update_status(&write, object).await
         })
         .await
     }
@@ -135,7 +135,7 @@ impl Api {
         self.measured("delete", T::PLURAL, async {
             let info = RequestInfo::new::<T>("delete", "", &request.namespace, &request.name);
             let write = self.write(head, info)?;
-            verbs::delete(&write.registry, request).await
+            verbs::delete(&write, request).await
         })
         .await
     }
@@ -163,7 +163,7 @@ impl Api {
             let info =
                 RequestInfo::new::<Pod>("create", "eviction", &request.namespace, &request.name);
             let write = self.write(head, info)?;
-            verbs::delete(&write.registry, request).await
+            verbs::delete(&write, request).await
         })
         .await
     }

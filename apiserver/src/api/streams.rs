@@ -101,11 +101,22 @@ impl Api {
         client.exec(call).await.map(|r| r.into_inner()).map_err(from_node)
     }
 
-    /// A request to a node agent, carrying the cluster secret.
+    /// Cancelled when the server stops: streams served outside a request
+    /// (upgraded connections) end with it.
+    pub(crate) fn stopping(&self) -> tokio_util::sync::CancellationToken {
+        self.stop.clone()
+    }
+
+    /// A request to a node agent: over mutual TLS this peer's certificate
+    /// says who it is; over plain TCP the request carries the cluster secret.
     fn authenticated<T>(&self, message: T) -> Result<Request<T>, ApiError> {
+        if self.kubelet_tls.is_some() {
+            return Ok(Request::new(message));
+        }
         let Some(secret) = &self.kubelet_secret else {
             return Err(ApiError::Unavailable(
-                "this peer has no cluster secret, so it cannot reach node agents for logs and exec"
+                "this peer has neither TLS nor a cluster secret, so it cannot reach node agents \
+                 for logs and exec"
                     .into(),
             ));
         };
@@ -142,7 +153,7 @@ impl Api {
         let endpoint = kubelet_endpoint(&node).ok_or_else(|| {
             ApiError::Unavailable(format!("node {node_name:?} publishes no kubelet endpoint"))
         })?;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+        let channel = berth_tls::endpoint(&endpoint, self.kubelet_tls.as_ref())
             .map_err(|e| {
                 ApiError::Internal(format!("node {node_name:?} endpoint {endpoint}: {e}"))
             })?

@@ -4,7 +4,9 @@
 //! naming its field path.
 
 use berth_proto::apps_v1::{Deployment, ReplicaSet};
-use berth_proto::core_v1::{Container, Pod, PodSpec, PodTemplateSpec};
+use berth_proto::core_v1::{
+    Container, Pod, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecurityContext,
+};
 use berth_proto::labels::{check_key, check_value, Selector};
 use berth_proto::meta_v1::{LabelSelector, ObjectMeta, StatusCause};
 
@@ -140,6 +142,9 @@ fn pod_spec(causes: &mut Causes, path: &str, spec: &PodSpec) {
             }
         }
     }
+    if let Some(sc) = &spec.security_context {
+        pod_security_context(causes, &format!("{path}.securityContext"), sc);
+    }
     let restart = spec.restart_policy.as_str();
     if !["Always", "OnFailure", "Never"].contains(&restart) {
         causes.not_supported(
@@ -269,6 +274,9 @@ fn container(causes: &mut Causes, path: &str, c: &Container) {
             }
         }
     }
+    if let Some(sc) = &c.security_context {
+        security_context(causes, &format!("{path}.securityContext"), sc);
+    }
     for (name, probe) in [
         ("livenessProbe", &c.liveness_probe),
         ("readinessProbe", &c.readiness_probe),
@@ -288,6 +296,127 @@ fn container(causes: &mut Causes, path: &str, c: &Container) {
                 );
             }
         }
+    }
+}
+
+/// User and group ids Kubernetes accepts: non-negative 32-bit values.
+fn id_range(causes: &mut Causes, field: String, id: Option<i64>) {
+    if id.is_some_and(|id| !(0..=i64::from(i32::MAX)).contains(&id)) {
+        causes.invalid(field, "must be between 0 and 2147483647, inclusive");
+    }
+}
+
+fn seccomp_profile(causes: &mut Causes, path: &str, profile: &SeccompProfile) {
+    let localhost = profile.localhost_profile.as_deref();
+    match profile.r#type.as_str() {
+        "" => causes.required(format!("{path}.type")),
+        "RuntimeDefault" | "Unconfined" => {
+            if localhost.is_some() {
+                causes.invalid(
+                    format!("{path}.localhostProfile"),
+                    "can only be set when seccomp type is Localhost",
+                );
+            }
+        }
+        "Localhost" => match localhost {
+            None | Some("") => causes.add(
+                format!("{path}.localhostProfile"),
+                "FieldValueRequired",
+                "Required value: must be set when seccomp type is Localhost",
+            ),
+            Some(p) if p.starts_with('/') => causes.invalid(
+                format!("{path}.localhostProfile"),
+                format!("Invalid value: {p:?}: must be a relative path"),
+            ),
+            Some(p) if p.split(['/', '\\']).any(|part| part == "..") => causes.invalid(
+                format!("{path}.localhostProfile"),
+                format!("Invalid value: {p:?}: must not contain '..'"),
+            ),
+            Some(_) => {}
+        },
+        other => causes.not_supported(
+            format!("{path}.type"),
+            other,
+            &["Localhost", "RuntimeDefault", "Unconfined"],
+        ),
+    }
+}
+
+/// A sysctl name as Kubernetes accepts it: dot- or slash-separated segments
+/// of lower-case alphanumerics, '-' and '_', each starting and ending with an
+/// alphanumeric.
+fn is_sysctl_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split(['.', '/']).all(|seg| {
+            let b = seg.as_bytes();
+            !b.is_empty()
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_'
+                })
+        })
+}
+
+fn pod_security_context(causes: &mut Causes, path: &str, sc: &PodSecurityContext) {
+    id_range(causes, format!("{path}.runAsUser"), sc.run_as_user);
+    id_range(causes, format!("{path}.runAsGroup"), sc.run_as_group);
+    id_range(causes, format!("{path}.fsGroup"), sc.fs_group);
+    for (i, g) in sc.supplemental_groups.iter().enumerate() {
+        id_range(causes, format!("{path}.supplementalGroups[{i}]"), Some(*g));
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, sysctl) in sc.sysctls.iter().enumerate() {
+        let at = format!("{path}.sysctls[{i}].name");
+        if sysctl.name.is_empty() {
+            causes.required(at);
+        } else if !is_sysctl_name(&sysctl.name) {
+            causes.invalid(
+                at,
+                format!(
+                    "Invalid value: {:?}: must have at most 253 characters and match regex ^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$",
+                    sysctl.name
+                ),
+            );
+        } else if !names.insert(sysctl.name.replace('/', ".")) {
+            causes.add(at, "FieldValueDuplicate", format!("Duplicate value: {:?}", sysctl.name));
+        }
+    }
+    if let Some(profile) = &sc.seccomp_profile {
+        seccomp_profile(causes, &format!("{path}.seccompProfile"), profile);
+    }
+}
+
+fn security_context(causes: &mut Causes, path: &str, sc: &SecurityContext) {
+    id_range(causes, format!("{path}.runAsUser"), sc.run_as_user);
+    id_range(causes, format!("{path}.runAsGroup"), sc.run_as_group);
+    if sc.allow_privilege_escalation == Some(false) {
+        if sc.privileged == Some(true) {
+            causes.invalid(
+                path,
+                "cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+            );
+        }
+        let adds = sc.capabilities.iter().flat_map(|c| &c.add);
+        if adds.into_iter().any(|cap| cap == "SYS_ADMIN" || cap == "CAP_SYS_ADMIN") {
+            causes.invalid(
+                path,
+                "cannot set `allowPrivilegeEscalation` to false and `capabilities.Add` CAP_SYS_ADMIN",
+            );
+        }
+    }
+    match sc.proc_mount.as_deref() {
+        None | Some("Default") => {}
+        // Unmasked needs a user namespace (hostUsers: false), which berth
+        // does not offer, as Kubernetes refuses it with host users.
+        Some("Unmasked") => causes
+            .forbidden(format!("{path}.procMount"), "`hostUsers` must be false to use `Unmasked`"),
+        Some(other) => {
+            causes.not_supported(format!("{path}.procMount"), other, &["Default", "Unmasked"])
+        }
+    }
+    if let Some(profile) = &sc.seccomp_profile {
+        seccomp_profile(causes, &format!("{path}.seccompProfile"), profile);
     }
 }
 
@@ -432,4 +561,138 @@ pub(crate) fn selector_update(old: Option<&LabelSelector>, new: Option<&LabelSel
         causes.invalid("spec.selector", "field is immutable");
     }
     causes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_proto::core_v1::{Capabilities, Sysctl};
+
+    fn fields(causes: Causes) -> Vec<(String, String)> {
+        causes.0.into_iter().map(|c| (c.field, c.reason)).collect()
+    }
+
+    fn container_causes(sc: SecurityContext) -> Vec<(String, String)> {
+        let mut causes = Causes::default();
+        security_context(&mut causes, "sc", &sc);
+        fields(causes)
+    }
+
+    fn profile(kind: &str, localhost: Option<&str>) -> Option<SeccompProfile> {
+        Some(SeccompProfile { r#type: kind.into(), localhost_profile: localhost.map(Into::into) })
+    }
+
+    #[test]
+    fn seccomp_profiles_follow_kubernetes_rules() {
+        let ok = |p| container_causes(SecurityContext { seccomp_profile: p, ..Default::default() });
+        assert!(ok(profile("RuntimeDefault", None)).is_empty());
+        assert!(ok(profile("Unconfined", None)).is_empty());
+        assert!(ok(profile("Localhost", Some("profiles/a.json"))).is_empty());
+        let invalid = |f: &str| vec![(f.to_string(), "FieldValueInvalid".to_string())];
+        assert_eq!(
+            ok(profile("RuntimeDefault", Some("a.json"))),
+            invalid("sc.seccompProfile.localhostProfile")
+        );
+        assert_eq!(
+            ok(profile("Localhost", None)),
+            vec![("sc.seccompProfile.localhostProfile".into(), "FieldValueRequired".into())]
+        );
+        assert_eq!(
+            ok(profile("Localhost", Some("/etc/a.json"))),
+            invalid("sc.seccompProfile.localhostProfile")
+        );
+        assert_eq!(
+            ok(profile("Localhost", Some("a/../../b.json"))),
+            invalid("sc.seccompProfile.localhostProfile")
+        );
+        assert_eq!(
+            ok(profile("", None)),
+            vec![("sc.seccompProfile.type".into(), "FieldValueRequired".into())]
+        );
+        assert_eq!(
+            ok(profile("Strict", None)),
+            vec![("sc.seccompProfile.type".into(), "FieldValueNotSupported".into())]
+        );
+    }
+
+    #[test]
+    fn privilege_escalation_conflicts_are_refused() {
+        let privileged = SecurityContext {
+            privileged: Some(true),
+            allow_privilege_escalation: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(container_causes(privileged), vec![("sc".into(), "FieldValueInvalid".into())]);
+        let sys_admin = SecurityContext {
+            capabilities: Some(Capabilities { add: vec!["SYS_ADMIN".into()], drop: vec![] }),
+            allow_privilege_escalation: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(container_causes(sys_admin), vec![("sc".into(), "FieldValueInvalid".into())]);
+        let fine = SecurityContext {
+            capabilities: Some(Capabilities { add: vec!["NET_ADMIN".into()], drop: vec![] }),
+            allow_privilege_escalation: Some(false),
+            run_as_user: Some(0),
+            proc_mount: Some("Default".into()),
+            ..Default::default()
+        };
+        assert!(container_causes(fine).is_empty());
+    }
+
+    #[test]
+    fn ids_and_proc_mounts_are_checked() {
+        let sc = SecurityContext {
+            run_as_user: Some(-1),
+            run_as_group: Some(1 << 31),
+            proc_mount: Some("Unmasked".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            container_causes(sc),
+            vec![
+                ("sc.runAsUser".into(), "FieldValueInvalid".into()),
+                ("sc.runAsGroup".into(), "FieldValueInvalid".into()),
+                ("sc.procMount".into(), "FieldValueForbidden".into()),
+            ]
+        );
+        let odd = SecurityContext { proc_mount: Some("Masked".into()), ..Default::default() };
+        assert_eq!(
+            container_causes(odd),
+            vec![("sc.procMount".into(), "FieldValueNotSupported".into())]
+        );
+    }
+
+    #[test]
+    fn pod_security_context_checks_groups_and_sysctls() {
+        let sysctl = |name: &str| Sysctl { name: name.into(), value: "1".into() };
+        let sc = PodSecurityContext {
+            supplemental_groups: vec![10, -5],
+            fs_group: Some(1 << 40),
+            sysctls: vec![
+                sysctl("net.ipv4.ip_forward"),
+                sysctl("net/ipv4/ip_forward"),
+                sysctl("Kernel.Bad"),
+                sysctl(""),
+                sysctl("kernel.shm_rmid_forced"),
+            ],
+            seccomp_profile: profile("Localhost", None),
+            ..Default::default()
+        };
+        let mut causes = Causes::default();
+        pod_security_context(&mut causes, "spec.securityContext", &sc);
+        assert_eq!(
+            fields(causes),
+            vec![
+                ("spec.securityContext.fsGroup".into(), "FieldValueInvalid".into()),
+                ("spec.securityContext.supplementalGroups[1]".into(), "FieldValueInvalid".into()),
+                ("spec.securityContext.sysctls[1].name".into(), "FieldValueDuplicate".into()),
+                ("spec.securityContext.sysctls[2].name".into(), "FieldValueInvalid".into()),
+                ("spec.securityContext.sysctls[3].name".into(), "FieldValueRequired".into()),
+                (
+                    "spec.securityContext.seccompProfile.localhostProfile".into(),
+                    "FieldValueRequired".into()
+                ),
+            ]
+        );
+    }
 }

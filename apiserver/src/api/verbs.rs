@@ -1,7 +1,8 @@
 //! The verbs of the API, written once for every resource: what create,
 //! update, status update, patch, delete, bind and scale do to an object
 //! before the registry stores it. Create and update (which patch and scale
-//! go through) run the object through admission.
+//! go through) run the object through admission; status writes and deletes
+//! run its validating phase on the stored object.
 
 use super::kinds::Kind;
 use crate::error::ApiError;
@@ -54,8 +55,8 @@ impl Write<'_> {
         let json = |o: &T| serde_json::to_value(o).map_err(|e| ApiError::Internal(e.to_string()));
         let old_json = old.map(json).transpose()?;
         let mut managed = old.map(|o| o.metadata().managed_fields.clone()).unwrap_or_default();
-        let manager = super::apply::Manager { name: &self.manager, api_version: T::API_VERSION };
-        super::apply::track_update(old_json.as_ref(), &json(new)?, &mut managed, &manager);
+        let manager = berth_patch::Manager { name: &self.manager, api_version: T::API_VERSION };
+        berth_patch::track_update(old_json.as_ref(), &json(new)?, &mut managed, &manager);
         new.metadata_mut().managed_fields = managed;
         Ok(())
     }
@@ -140,17 +141,15 @@ pub(crate) async fn update<T: Kind>(write: &Write<'_>, object: T) -> Result<T, A
 }
 
 /// A status write: spec and metadata stay as stored.
-pub(crate) async fn update_status<T: Kind>(
-    registry: &Registry<Store>,
-    object: T,
-) -> Result<T, ApiError> {
-    registry
+pub(crate) async fn update_status<T: Kind>(write: &Write<'_>, object: T) -> Result<T, ApiError> {
+    write
+        .registry
         .update(object, |current, new| {
             new.keep_spec_of(current);
             let resource_version = new.metadata().resource_version.clone();
             *new.metadata_mut() = current.metadata().clone();
             new.metadata_mut().resource_version = resource_version;
-            Ok(())
+            write.filters.admit_stored(&write.info, Some(&*new), current)
         })
         .await
 }
@@ -174,7 +173,7 @@ pub(crate) async fn patch<T: Kind>(
     write: &Write<'_>,
     request: &PatchRequest,
 ) -> Result<T, ApiError> {
-    let patch = super::patch::Patch::parse(&request.patch_type, &request.patch)?;
+    let patch = berth_patch::Patch::parse(&request.patch_type, &request.patch)?;
     for _ in 0..PATCH_ATTEMPTS {
         let current: T = get(&write.registry, &request.namespace, &request.name, "").await?;
         let mut document =
@@ -212,11 +211,14 @@ pub(crate) async fn patch<T: Kind>(
 /// propagation policy is recorded as Kubernetes does, as a finalizer the
 /// garbage collector acts on (foregroundDeletion or orphan).
 pub(crate) async fn delete<T: Kind>(
-    registry: &Registry<Store>,
+    write: &Write<'_>,
     request: &DeleteRequest,
 ) -> Result<T, ApiError> {
+    let registry = &write.registry;
     let namespace = scope::<T>(&request.namespace);
     let mut current: T = registry.get(namespace, &request.name, "").await?;
+    // What follows is conditioned on this read's resourceVersion.
+    write.filters.admit_stored(&write.info, None, &current)?;
     if !request.precondition_resource_version.is_empty()
         && request.precondition_resource_version != current.metadata().resource_version
     {

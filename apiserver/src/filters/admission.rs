@@ -31,10 +31,12 @@ pub trait Admitted {
 /// writes only the phases it needs; an error refuses the request as it is.
 ///
 /// The object phases run where a verb writes a whole object: create and
-/// update (which patch and scale go through), not status writes, deletes or
-/// binds. They run inside the update's read-modify-write and may run again
-/// when a patch is retried after a conflict, so they must not block and
-/// must have no effects outside the object.
+/// update (which patch and scale go through). Status writes and deletes
+/// (evictions too) run the validating phase on the stored object instead
+/// (`validate_stored`); binds run none. They run inside the write's
+/// read-modify-write and may run again when it is retried after a
+/// conflict, so they must not block and must have no effects outside the
+/// object.
 pub trait Admission: Send + Sync {
     /// Once per write, before the verb reads anything: may refuse, or read
     /// what the request carries (its headers) into `info`.
@@ -62,6 +64,18 @@ pub trait Admission: Send + Sync {
         _info: &RequestInfo,
         _object: &dyn Admitted,
         _old: Option<&dyn Admitted>,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// May only refuse a write to part of a stored object: a status write
+    /// (`object`: what it stores) or a delete (`object`: None). `stored` is
+    /// the object as read, which the write is conditioned on.
+    fn validate_stored(
+        &self,
+        _info: &RequestInfo,
+        _object: Option<&dyn Admitted>,
+        _stored: &dyn Admitted,
     ) -> Result<(), ApiError> {
         Ok(())
     }
@@ -127,6 +141,55 @@ impl Admission for Validation {
     }
 }
 
+/// What every write passes: fencing, defaulting, validation.
+pub(super) fn default_chain() -> Vec<Box<dyn Admission>> {
+    vec![Box::new(Fencing), Box::new(Defaults), Box::new(Validation)]
+}
+
+/// An admission plugin `berth server --enable-admission-plugins` names, in
+/// Kubernetes' spelling; fencing, defaulting and validation always run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdmissionPlugin {
+    /// A node's writes reach only its own Node, Lease and bound pods.
+    NodeRestriction,
+    /// The Pod Security Standards, per namespace label.
+    PodSecurity,
+}
+
+impl std::str::FromStr for AdmissionPlugin {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<AdmissionPlugin, String> {
+        match name {
+            "NodeRestriction" => Ok(AdmissionPlugin::NodeRestriction),
+            "PodSecurity" => Ok(AdmissionPlugin::PodSecurity),
+            other => Err(format!(
+                "unknown admission plugin {other:?}; known: NodeRestriction, PodSecurity"
+            )),
+        }
+    }
+}
+
+/// The default chain (fencing, defaults, validation) and then `enabled`,
+/// in Kubernetes' order whatever order they are named in. PodSecurity's
+/// namespace cache reads `registry` until `stop`.
+pub fn admission_plugins(
+    enabled: &[AdmissionPlugin],
+    pod_security: &super::PodSecurityConfig,
+    registry: &crate::Registry<berth_raft_store::Store>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Vec<Box<dyn Admission>> {
+    let mut chain = default_chain();
+    if enabled.contains(&AdmissionPlugin::NodeRestriction) {
+        chain.push(Box::new(super::NodeRestriction));
+    }
+    if enabled.contains(&AdmissionPlugin::PodSecurity) {
+        let config = pod_security.clone();
+        chain.push(Box::new(super::PodSecurity::new(config, registry.clone(), stop.clone())));
+    }
+    chain
+}
+
 pub(super) fn admit_request(
     chain: &[Box<dyn Admission>],
     request: &tonic::Request<()>,
@@ -145,6 +208,15 @@ pub(super) fn admit(
         plugin.mutate(info, object, old)?;
     }
     chain.iter().try_for_each(|plugin| plugin.validate(info, object, old))
+}
+
+pub(super) fn admit_stored(
+    chain: &[Box<dyn Admission>],
+    info: &RequestInfo,
+    object: Option<&dyn Admitted>,
+    stored: &dyn Admitted,
+) -> Result<(), ApiError> {
+    chain.iter().try_for_each(|plugin| plugin.validate_stored(info, object, stored))
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Authorization: whether the caller may do what the request asks.
 
-use super::RequestInfo;
+use super::{RequestInfo, UserInfo};
 use crate::error::ApiError;
+use berth_proto::rbac_v1::{PolicyRule, RoleRef};
 
 /// What one authorizer says about a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +22,20 @@ pub enum Decision {
 /// keeps a cache that its own task refreshes.
 pub trait Authorizer: Send + Sync {
     fn authorize(&self, info: &RequestInfo) -> Decision;
+
+    /// Every rule that allows `user` something in `namespace` (cluster-wide
+    /// rules included), for SelfSubjectRulesReview; None when this
+    /// authorizer cannot list what it allows.
+    fn rules_for(&self, _user: &UserInfo, _namespace: &str) -> Option<Vec<PolicyRule>> {
+        None
+    }
+
+    /// The rules of the role `role` names (a Role in `namespace`, or a
+    /// ClusterRole), for checking what a binding to it grants; None when
+    /// this authorizer keeps no roles or has no such role.
+    fn role_rules(&self, _role: &RoleRef, _namespace: &str) -> Option<Vec<PolicyRule>> {
+        None
+    }
 }
 
 /// Allows every request.
@@ -33,19 +48,74 @@ impl Authorizer for AlwaysAllow {
     fn authorize(&self, _: &RequestInfo) -> Decision {
         Decision::Allow
     }
+
+    fn rules_for(&self, _: &UserInfo, _: &str) -> Option<Vec<PolicyRule>> {
+        let all = vec!["*".to_string()];
+        Some(vec![
+            PolicyRule {
+                verbs: all.clone(),
+                api_groups: all.clone(),
+                resources: all.clone(),
+                ..Default::default()
+            },
+            PolicyRule { verbs: all.clone(), non_resource_ur_ls: all, ..Default::default() },
+        ])
+    }
+}
+
+/// An authorizer `berth server --authorization-mode` names, in Kubernetes'
+/// spelling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthorizationMode {
+    AlwaysAllow,
+    /// Node agents' credentials, for what agents do (see `NodeAuthorizer`).
+    Node,
+    Rbac,
+}
+
+impl std::str::FromStr for AuthorizationMode {
+    type Err = String;
+
+    fn from_str(mode: &str) -> Result<AuthorizationMode, String> {
+        match mode {
+            "AlwaysAllow" => Ok(AuthorizationMode::AlwaysAllow),
+            "Node" => Ok(AuthorizationMode::Node),
+            "RBAC" => Ok(AuthorizationMode::Rbac),
+            other => {
+                Err(format!("unknown authorization mode {other:?}; known: AlwaysAllow, Node, RBAC"))
+            }
+        }
+    }
+}
+
+/// The authorizers of `modes`, in their order; RBAC's cache reads
+/// `registry` until `stop`. No modes: everything is allowed.
+pub fn authorizers(
+    modes: &[AuthorizationMode],
+    registry: &crate::Registry<berth_raft_store::Store>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Vec<Box<dyn Authorizer>> {
+    if modes.is_empty() {
+        return vec![Box::new(AlwaysAllow)];
+    }
+    modes
+        .iter()
+        .map(|mode| -> Box<dyn Authorizer> {
+            match mode {
+                AuthorizationMode::AlwaysAllow => Box::new(AlwaysAllow),
+                AuthorizationMode::Node => Box::new(super::NodeAuthorizer),
+                AuthorizationMode::Rbac => Box::new(super::Rbac::start(registry.clone(), stop)),
+            }
+        })
+        .collect()
 }
 
 /// The first decision in the chain; Forbidden unless it is Allow.
 pub(super) fn authorize(chain: &[Box<dyn Authorizer>], info: &RequestInfo) -> Result<(), ApiError> {
-    let reason = chain.iter().find_map(|authorizer| match authorizer.authorize(info) {
-        Decision::Allow => Some(None),
-        Decision::Deny(reason) => Some(Some(reason)),
-        Decision::NoOpinion => None,
-    });
-    let reason = match reason {
-        Some(None) => return Ok(()),
-        Some(Some(reason)) => reason,
-        None => String::new(),
+    let reason = match decide(chain, info) {
+        Decision::Allow => return Ok(()),
+        Decision::Deny(reason) => reason,
+        Decision::NoOpinion => String::new(),
     };
     tracing::debug!(
         user = %info.user.name,
@@ -60,20 +130,54 @@ pub(super) fn authorize(chain: &[Box<dyn Authorizer>], info: &RequestInfo) -> Re
     Err(ApiError::Forbidden(refusal(info, &reason)))
 }
 
+/// The first Allow or Deny in the chain; NoOpinion when nobody decides.
+pub(super) fn decide(chain: &[Box<dyn Authorizer>], info: &RequestInfo) -> Decision {
+    chain
+        .iter()
+        .map(|authorizer| authorizer.authorize(info))
+        .find(|decision| *decision != Decision::NoOpinion)
+        .unwrap_or(Decision::NoOpinion)
+}
+
+/// Every rule the chain can list for `user` in `namespace`, and whether
+/// some authorizer could not list its own (the list is then incomplete).
+pub(super) fn rules_for(
+    chain: &[Box<dyn Authorizer>],
+    user: &UserInfo,
+    namespace: &str,
+) -> (Vec<PolicyRule>, bool) {
+    let mut rules = Vec::new();
+    let mut incomplete = false;
+    for authorizer in chain {
+        match authorizer.rules_for(user, namespace) {
+            Some(more) => rules.extend(more),
+            None => incomplete = true,
+        }
+    }
+    (rules, incomplete)
+}
+
 /// Kubernetes' wording: `User "u" cannot delete resource "pods" in API
-/// group "" in the namespace "default": <reason>`.
+/// group "" in the namespace "default": <reason>` (`at the cluster scope`
+/// without a namespace; `cannot get path "/healthz"` for no resource).
 fn refusal(info: &RequestInfo, reason: &str) -> String {
+    let reason = match reason {
+        "" => String::new(),
+        reason => format!(": {reason}"),
+    };
+    if info.resource.is_empty() {
+        return format!(
+            "User {:?} cannot {} path {:?}{reason}",
+            info.user.name, info.verb, info.path
+        );
+    }
     let resource = match info.subresource {
         "" => info.resource.to_string(),
         sub => format!("{}/{sub}", info.resource),
     };
     let namespace = match info.namespace.as_str() {
-        "" => String::new(),
+        "" => " at the cluster scope".to_string(),
         ns => format!(" in the namespace {ns:?}"),
-    };
-    let reason = match reason {
-        "" => String::new(),
-        reason => format!(": {reason}"),
     };
     format!(
         "User {:?} cannot {} resource {resource:?} in API group {:?}{namespace}{reason}",

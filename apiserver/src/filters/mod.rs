@@ -9,18 +9,44 @@
 //! authorizers until one decides. Every write then runs each admission
 //! plugin's request phase (the fencing token is read there), and the verb
 //! runs, on each object it is about to store, the mutating phase of every
-//! plugin and then the validating phase of every plugin.
+//! plugin and then the validating phase of every plugin; status writes and
+//! deletes run a validating phase on the stored object instead. Roles and
+//! bindings are last checked against privilege escalation, which needs the
+//! authorizers' answers (escalation.rs).
 //!
 //! The chain is public because it is assembled outside this crate (`berth
 //! server` flags, the integration tests); what drives it stays crate-private.
 
 mod admission;
+mod audit;
 mod authn;
 mod authz;
+mod escalation;
+mod limits;
+mod node;
+mod node_restriction;
+mod pod_security;
+mod rbac;
+mod service_account;
+mod token;
+mod x509;
 
-pub use admission::{Admission, Admitted};
+pub use admission::{admission_plugins, Admission, AdmissionPlugin, Admitted};
+pub use audit::{AuditConfig, AuditError, AuditEvent, AuditLog, AuditWriter, Oversight};
 pub use authn::{Anonymous, Authenticator};
-pub use authz::{AlwaysAllow, Authorizer, Decision};
+pub use authz::{authorizers, AlwaysAllow, AuthorizationMode, Authorizer, Decision};
+pub(crate) use limits::{check_yaml, decode_body};
+pub use limits::{Guards, GuardsError, MAX_REQUEST_BODY};
+pub use node::{NodeAuthorizer, NODES_GROUP, NODE_USER_PREFIX};
+pub use node_restriction::NodeRestriction;
+pub use pod_security::{Level, PodSecurity, PodSecurityConfig, ENFORCE_LABEL, WARN_LABEL};
+pub use rbac::Rbac;
+pub use service_account::{
+    service_account_user, ServiceAccountKey, ServiceAccountKeyError, ServiceAccounts,
+    DEFAULT_TOKEN_DURATION, ISSUER as SERVICE_ACCOUNT_ISSUER,
+};
+pub use token::{bearer_token, TokenFile, TokenFileError, UnknownBearer, AUTHENTICATED};
+pub use x509::ClientCertificates;
 
 use crate::error::ApiError;
 use crate::registry::Fence;
@@ -52,11 +78,47 @@ pub struct RequestInfo {
     pub namespace: String,
     /// Empty for lists and watches, and for creates that generate a name.
     pub name: String,
+    /// A request for no resource (`resource` empty): its path, "/healthz".
+    pub path: String,
     /// Set by authentication.
     pub user: UserInfo,
     /// A leader-elected writer's fencing token, set by admission's request
     /// phase; the registry checks it in the write's own transaction.
     pub fence: Option<Fence>,
+    /// Where admission's warnings to the client go; set by admission's
+    /// request phase from what the front end gave.
+    pub warnings: Warnings,
+}
+
+/// Warnings for the client that admission adds to a write (`would violate
+/// PodSecurity ...`). A front end that can deliver them (REST, as Warning
+/// headers) puts one in the request's extensions and reads it after the
+/// call; without one they go nowhere.
+#[derive(Clone, Debug, Default)]
+pub struct Warnings(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Warnings {
+    /// Adds `warning` unless it is there already (a retried write's
+    /// admission runs again).
+    pub fn add(&self, warning: String) {
+        if let Ok(mut warnings) = self.0.lock() {
+            if !warnings.contains(&warning) {
+                warnings.push(warning);
+            }
+        }
+    }
+
+    /// Every warning so far, in the order added.
+    pub fn all(&self) -> Vec<String> {
+        self.0.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+}
+
+/// The same list, not merely the same words.
+impl PartialEq for Warnings {
+    fn eq(&self, other: &Warnings) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl RequestInfo {
@@ -74,8 +136,10 @@ impl RequestInfo {
             subresource,
             namespace: if T::NAMESPACED { namespace.into() } else { String::new() },
             name: name.into(),
+            path: String::new(),
             user: UserInfo::default(),
             fence: None,
+            warnings: Warnings::default(),
         }
     }
 }
@@ -99,11 +163,7 @@ impl Default for Filters {
         Filters {
             authenticators: vec![Box::new(Anonymous)],
             authorizers: vec![Box::new(AlwaysAllow)],
-            admission: vec![
-                Box::new(admission::Fencing),
-                Box::new(admission::Defaults),
-                Box::new(admission::Validation),
-            ],
+            admission: admission::default_chain(),
         }
     }
 }
@@ -119,12 +179,30 @@ impl Filters {
         authz::authorize(&self.authorizers, info)
     }
 
+    /// The authorizers' decision on `info`, without refusing it.
+    pub(crate) fn decide(&self, info: &RequestInfo) -> Decision {
+        authz::decide(&self.authorizers, info)
+    }
+
+    /// What the authorizers allow `user` in `namespace`, and whether the
+    /// list is incomplete.
+    pub(crate) fn rules_for(
+        &self,
+        user: &UserInfo,
+        namespace: &str,
+    ) -> (Vec<berth_proto::rbac_v1::PolicyRule>, bool) {
+        authz::rules_for(&self.authorizers, user, namespace)
+    }
+
     /// Admission's request phase, once per write before the verb runs.
     pub(crate) fn admit_request(
         &self,
         request: &tonic::Request<()>,
         info: &mut RequestInfo,
     ) -> Result<(), ApiError> {
+        if let Some(warnings) = request.extensions().get::<Warnings>() {
+            info.warnings = warnings.clone();
+        }
         admission::admit_request(&self.admission, request, info)
     }
 
@@ -136,7 +214,19 @@ impl Filters {
         object: &mut dyn Admitted,
         old: Option<&dyn Admitted>,
     ) -> Result<(), ApiError> {
-        admission::admit(&self.admission, info, object, old)
+        admission::admit(&self.admission, info, object, old)?;
+        escalation::confirm(self, info, object, old)
+    }
+
+    /// Admission's validating phase for a status write (`object`: what it
+    /// stores) or a delete (None), on the `stored` object it changes.
+    pub(crate) fn admit_stored(
+        &self,
+        info: &RequestInfo,
+        object: Option<&dyn Admitted>,
+        stored: &dyn Admitted,
+    ) -> Result<(), ApiError> {
+        admission::admit_stored(&self.admission, info, object, stored)
     }
 }
 

@@ -44,10 +44,7 @@ pub(super) fn group_list() -> Value {
 }
 
 fn verbs(kind: &RestKind) -> Vec<&'static str> {
-    vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-        .into_iter()
-        .filter(|v| *v != "deletecollection" || kind.namespaced)
-        .collect()
+    kind.verbs()
 }
 
 /// A subresource's kind, group, version and verbs.
@@ -230,6 +227,9 @@ mod tests {
             .iter()
             .filter_map(|g| g["metadata"]["name"].as_str())
             .collect();
-        assert_eq!(names, ["apps", "coordination.k8s.io"]);
+        assert_eq!(
+            names,
+            ["apps", "authorization.k8s.io", "coordination.k8s.io", "rbac.authorization.k8s.io"]
+        );
     }
 }

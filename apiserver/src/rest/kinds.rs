@@ -78,7 +78,78 @@ pub(super) const KINDS: &[RestKind] = &[
         in_all: false,
         subresources: &[],
     },
+    RestKind {
+        group: "rbac.authorization.k8s.io",
+        plural: "roles",
+        kind: "Role",
+        namespaced: true,
+        short_names: &[],
+        in_all: false,
+        subresources: &[],
+    },
+    RestKind {
+        group: "rbac.authorization.k8s.io",
+        plural: "clusterroles",
+        kind: "ClusterRole",
+        namespaced: false,
+        short_names: &[],
+        in_all: false,
+        subresources: &[],
+    },
+    RestKind {
+        group: "rbac.authorization.k8s.io",
+        plural: "rolebindings",
+        kind: "RoleBinding",
+        namespaced: true,
+        short_names: &[],
+        in_all: false,
+        subresources: &[],
+    },
+    RestKind {
+        group: "rbac.authorization.k8s.io",
+        plural: "clusterrolebindings",
+        kind: "ClusterRoleBinding",
+        namespaced: false,
+        short_names: &[],
+        in_all: false,
+        subresources: &[],
+    },
+    RestKind {
+        group: "authorization.k8s.io",
+        plural: "selfsubjectaccessreviews",
+        kind: "SelfSubjectAccessReview",
+        namespaced: false,
+        short_names: &[],
+        in_all: false,
+        subresources: &[],
+    },
+    RestKind {
+        group: "authorization.k8s.io",
+        plural: "selfsubjectrulesreviews",
+        kind: "SelfSubjectRulesReview",
+        namespaced: false,
+        short_names: &[],
+        in_all: false,
+        subresources: &[],
+    },
 ];
+
+/// The group of the reviews a caller asks about its own permissions: they
+/// are created and answered, never stored.
+pub(super) const REVIEWS: &str = "authorization.k8s.io";
+
+impl RestKind {
+    /// The verbs discovery lists for the resource itself.
+    pub(super) fn verbs(&self) -> Vec<&'static str> {
+        if self.group == REVIEWS {
+            return vec!["create"];
+        }
+        ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+            .into_iter()
+            .filter(|v| *v != "deletecollection" || self.namespaced)
+            .collect()
+    }
+}
 
 pub(super) fn find(group: &str, plural: &str) -> Option<&'static RestKind> {
     KINDS.iter().find(|k| k.group == group && k.plural == plural)

@@ -12,7 +12,9 @@ mod kinds;
 mod openapi;
 mod openapi_v2;
 mod protobuf;
+mod reviews;
 mod schemas;
+mod spdy;
 mod stream;
 mod table;
 
@@ -25,11 +27,12 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::Router;
+use axum::{Extension, Router};
 use berth_proto::api_v1::{DeleteRequest, PatchRequest, ScaleRequest, WatchRequest};
 use berth_proto::apps_v1::{Deployment, ReplicaSet};
 use berth_proto::coordination_v1::Lease;
 use berth_proto::core_v1::{Binding, Event, Namespace, Node, Pod};
+use berth_proto::rbac_v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use futures::StreamExt;
 use kinds::RestKind;
 use serde::de::DeserializeOwned;
@@ -64,6 +67,7 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/api/v1/{*path}", any(core))
         .route("/apis/{group}/{version}/{*path}", any(grouped))
         .with_state(api)
+        .layer(axum::extract::DefaultBodyLimit::max(crate::filters::MAX_REQUEST_BODY))
 }
 
 /// /api or /apis: the aggregated discovery document when the client
@@ -128,26 +132,30 @@ struct Call {
     query: HashMap<String, String>,
     headers: HeaderMap,
     body: Bytes,
-    /// Warnings for the client, sent as Warning headers.
-    warnings: std::sync::Mutex<Vec<String>>,
+    /// Warnings for the client (admission's too), sent as Warning headers.
+    warnings: crate::filters::Warnings,
+    /// The connection it came on (its client certificate), for the filters.
+    connection: Option<berth_tls::ConnectionInfo>,
 }
 
 impl Call {
     fn new(method: Method, uri: &Uri, headers: HeaderMap, body: Bytes) -> Call {
         let query = parse_query(uri.query().unwrap_or(""));
-        Call { method, query, headers, body, warnings: Default::default() }
+        Call { method, query, headers, body, warnings: Default::default(), connection: None }
+    }
+
+    fn on(mut self, connection: Option<Extension<berth_tls::ConnectionInfo>>) -> Call {
+        self.connection = connection.map(|Extension(c)| c);
+        self
     }
 
     fn warn(&self, warning: String) {
-        if let Ok(mut warnings) = self.warnings.lock() {
-            warnings.push(warning);
-        }
+        self.warnings.add(warning);
     }
 
     /// The response with the request's warnings as `Warning: 299` headers.
     fn with_warnings(&self, mut response: Response) -> Response {
-        let warnings = self.warnings.lock().map(|w| w.clone()).unwrap_or_default();
-        for warning in warnings {
+        for warning in self.warnings.all() {
             let quoted = warning.replace('\\', "\\\\").replace('"', "\\\"");
             let text = format!("299 - \"{quoted}\"");
             if let Ok(value) = header::HeaderValue::from_str(&text) {
@@ -203,8 +211,9 @@ impl Call {
 
     /// The request's headers, for the filters (authentication reads them).
     fn head(&self) -> tonic::Request<()> {
-        let metadata = tonic::metadata::MetadataMap::from_headers(self.headers.clone());
-        tonic::Request::from_parts(metadata, Default::default(), ())
+        let mut head = head(&self.headers, self.connection.clone());
+        head.extensions_mut().insert(self.warnings.clone());
+        head
     }
 
     /// Whether the client asked for a Table (`kubectl get`).
@@ -335,9 +344,10 @@ async fn core(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    connection: Option<Extension<berth_tls::ConnectionInfo>>,
     body: Bytes,
 ) -> Response {
-    serve(api, "", &path, Call::new(method, &uri, headers, body)).await
+    serve(api, "", &path, Call::new(method, &uri, headers, body).on(connection)).await
 }
 
 async fn grouped(
@@ -346,6 +356,7 @@ async fn grouped(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    connection: Option<Extension<berth_tls::ConnectionInfo>>,
     body: Bytes,
 ) -> Response {
     if version != "v1" {
@@ -354,10 +365,21 @@ async fn grouped(
             name: format!("{group}/{version}"),
         });
     }
-    serve(api, &group, &path, Call::new(method, &uri, headers, body)).await
+    serve(api, &group, &path, Call::new(method, &uri, headers, body).on(connection)).await
 }
 
-async fn serve(api: Api, group: &str, path: &str, call: Call) -> Response {
+async fn serve(api: Api, group: &str, path: &str, mut call: Call) -> Response {
+    // At most MAX_REQUEST_BODY bytes, also once a gzip body is inflated.
+    let encoding = call.headers.get(header::CONTENT_ENCODING).and_then(|e| e.to_str().ok());
+    match crate::filters::decode_body(encoding, call.body.clone()) {
+        Ok(body) => call.body = body,
+        Err(e) => return error(e),
+    }
+    if call.content_type().contains("yaml") {
+        if let Err(e) = crate::filters::check_yaml(&call.body) {
+            return error(e);
+        }
+    }
     let target = match parse_target(group, path) {
         Ok(t) => t,
         Err(e) => return error(e),
@@ -394,6 +416,13 @@ async fn serve(api: Api, group: &str, path: &str, call: Call) -> Response {
         }
         "ReplicaSet" => handle::<ReplicaSet>(&api, &target, &call).await,
         "Lease" => handle::<Lease>(&api, &target, &call).await,
+        "Role" => handle::<Role>(&api, &target, &call).await,
+        "ClusterRole" => handle::<ClusterRole>(&api, &target, &call).await,
+        "RoleBinding" => handle::<RoleBinding>(&api, &target, &call).await,
+        "ClusterRoleBinding" => handle::<ClusterRoleBinding>(&api, &target, &call).await,
+        "SelfSubjectAccessReview" | "SelfSubjectRulesReview" => {
+            reviews::create(&api, &target, &call).await
+        }
         _ => Err(ApiError::NotFound { kind: "resource".into(), name: path.into() }),
     };
     call.with_warnings(result.unwrap_or_else(error))
@@ -737,8 +766,8 @@ where
             return Ok(json_response(StatusCode::OK, &scale));
         }
         Method::PUT | Method::PATCH => {
-            let body: Value = serde_json::from_slice(&call.body)
-                .map_err(|e| ApiError::BadRequest(format!("the scale is not JSON: {e}")))?;
+            // JSON, a JSON patch, or a protobuf Scale.
+            let body: Value = call.json_body()?;
             let replicas = match body.pointer("/spec/replicas") {
                 Some(r) => r.as_i64(),
                 // A JSON patch: [{"op": "replace", "path": "/spec/replicas", "value": n}].
@@ -757,6 +786,17 @@ where
     let request = ScaleRequest { namespace: ns.into(), name: name.into(), replicas };
     let scale = api.scale::<T>(&head, &request).await?;
     Ok(json_response(StatusCode::OK, &scale))
+}
+
+/// A request's head as the filters take it: its headers, and the connection
+/// it came on.
+fn head(headers: &HeaderMap, connection: Option<berth_tls::ConnectionInfo>) -> tonic::Request<()> {
+    let metadata = tonic::metadata::MetadataMap::from_headers(headers.clone());
+    let mut extensions = tonic::Extensions::default();
+    if let Some(connection) = connection {
+        extensions.insert(connection);
+    }
+    tonic::Request::from_parts(metadata, extensions, ())
 }
 
 #[cfg(test)]

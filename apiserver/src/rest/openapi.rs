@@ -3,7 +3,7 @@
 //! that the server validates fields itself (the fieldValidation parameter),
 //! and then leaves validation to it.
 
-use super::kinds::KINDS;
+use super::kinds::{KINDS, REVIEWS};
 use serde_json::{json, Map, Value};
 
 fn group_version_path(group: &str) -> String {
@@ -17,7 +17,7 @@ fn group_version_path(group: &str) -> String {
 /// The index of the per-group-version documents.
 pub(super) fn root() -> Value {
     let mut paths = Map::new();
-    for k in KINDS {
+    for k in KINDS.iter().filter(|k| k.group != REVIEWS) {
         let gv = group_version_path(k.group);
         let url = format!("/openapi/v3/{gv}?hash={}", env!("CARGO_PKG_VERSION"));
         paths.insert(gv, json!({"serverRelativeURL": url}));
@@ -31,7 +31,10 @@ fn query(name: &str) -> Value {
 
 /// The document of one group version (`api/v1`, `apis/apps/v1`).
 pub(super) fn group_version(path: &str) -> Option<Value> {
-    let kinds: Vec<_> = KINDS.iter().filter(|k| group_version_path(k.group) == path).collect();
+    let kinds: Vec<_> = KINDS
+        .iter()
+        .filter(|k| group_version_path(k.group) == path && k.group != REVIEWS)
+        .collect();
     if kinds.is_empty() {
         return None;
     }

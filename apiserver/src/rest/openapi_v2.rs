@@ -3,7 +3,7 @@
 //! releases (1.27's apply and explain) ask for. Built from the same schemas
 //! as the OpenAPI v3 documents.
 
-use super::kinds::KINDS;
+use super::kinds::{KINDS, REVIEWS};
 use super::schemas::schemas;
 use prost::encoding::{encode_key, encode_varint, WireType};
 use serde_json::{json, Map, Value};
@@ -28,7 +28,7 @@ fn build() -> Value {
     let definitions: Map<String, Value> =
         schemas().iter().map(|(name, schema)| (name.clone(), to_v2(schema))).collect();
     let mut paths = Map::new();
-    for k in KINDS {
+    for k in KINDS.iter().filter(|k| k.group != REVIEWS) {
         let gv =
             if k.group.is_empty() { "api/v1".to_string() } else { format!("apis/{}/v1", k.group) };
         let gvk = json!({"group": k.group, "version": "v1", "kind": k.kind});

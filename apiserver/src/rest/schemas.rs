@@ -15,6 +15,8 @@ fn prefix(package: &str) -> Option<&'static str> {
         "berth.core.v1" => "io.k8s.api.core.v1",
         "berth.apps.v1" => "io.k8s.api.apps.v1",
         "berth.coordination.v1" => "io.k8s.api.coordination.v1",
+        "berth.rbac.v1" => "io.k8s.api.rbac.v1",
+        "berth.authorization.v1" => "io.k8s.api.authorization.v1",
         "berth.meta.v1" => "io.k8s.apimachinery.pkg.apis.meta.v1",
         _ => return None,
     })
@@ -167,6 +169,8 @@ fn group_suffix(group: &str) -> &'static str {
         "" => "core.v1",
         "apps" => "apps.v1",
         "coordination.k8s.io" => "coordination.v1",
+        "rbac.authorization.k8s.io" => "rbac.v1",
+        "authorization.k8s.io" => "authorization.v1",
         _ => "\u{0}",
     }
 }

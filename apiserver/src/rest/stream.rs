@@ -1,26 +1,29 @@
 //! The pods' log and exec subresources over REST. `log` answers plain
 //! text, streamed while it follows; `exec` speaks Kubernetes' remote
 //! command protocol over a WebSocket (`v5.channel.k8s.io`, else
-//! `v4.channel.k8s.io`), which kubectl uses by default. Both relay to the
-//! pod's node through the same operations as the gRPC API.
+//! `v4.channel.k8s.io`), which kubectl uses by default, or over SPDY/3.1
+//! (spdy.rs), which older kubectl uses. Both relay to the pod's node
+//! through the same operations as the gRPC API.
 
-use super::{error, parse_query};
+use super::{error, parse_query, spdy};
 use crate::api::Api;
 use crate::error::ApiError;
 use axum::body::Body;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use berth_proto::api_v1::{
-    pod_exec_input, pod_exec_output, PodExecInput, PodExecStart, PodLogsRequest, TerminalSize,
+    pod_exec_input, pod_exec_output, PodExecInput, PodExecOutput, PodExecStart, PodLogsRequest,
+    TerminalSize,
 };
 use berth_proto::remotecommand as rc;
 use futures::StreamExt;
 use std::collections::HashMap;
+use std::future::Future;
 
 /// The routes of the streamed subresources, ahead of the generic ones.
 pub(super) fn routes() -> Router<Api> {
@@ -29,9 +32,11 @@ pub(super) fn routes() -> Router<Api> {
         .route("/api/v1/namespaces/{namespace}/pods/{name}/exec", any(exec))
 }
 
-fn head(headers: &HeaderMap) -> tonic::Request<()> {
-    let metadata = tonic::metadata::MetadataMap::from_headers(headers.clone());
-    tonic::Request::from_parts(metadata, Default::default(), ())
+/// The connection a request came on, where the peer's server put it.
+type On = Option<axum::Extension<berth_tls::ConnectionInfo>>;
+
+fn head(headers: &HeaderMap, on: On) -> tonic::Request<()> {
+    super::head(headers, on.map(|axum::Extension(c)| c))
 }
 
 fn flag(query: &HashMap<String, String>, name: &str) -> bool {
@@ -53,6 +58,7 @@ async fn log(
     Path((namespace, name)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
+    on: On,
 ) -> Response {
     let query = parse_query(uri.query().unwrap_or(""));
     let request = (|| {
@@ -91,7 +97,7 @@ async fn log(
         Ok(r) => r,
         Err(e) => return error(e),
     };
-    match api.logs(&head(&headers), request).await {
+    match api.logs(&head(&headers, on), request).await {
         Ok(chunks) => {
             // A failure mid-stream can only cut the body short.
             let body = chunks.map(|c| c.map(|c| c.data).map_err(std::io::Error::other));
@@ -114,11 +120,10 @@ fn commands(query: &str) -> Vec<String> {
 async fn exec(
     State(api): State<Api>,
     Path((namespace, name)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    request: Request,
 ) -> Response {
-    let raw = uri.query().unwrap_or("");
+    let (mut parts, _body) = request.into_parts();
+    let raw = parts.uri.query().unwrap_or("");
     let query = parse_query(raw);
     let start = PodExecStart {
         namespace,
@@ -130,18 +135,31 @@ async fn exec(
         stderr: flag(&query, "stderr"),
         tty: flag(&query, "tty"),
     };
+    let wanted = spdy::Wanted {
+        stdin: start.stdin,
+        stdout: start.stdout,
+        stderr: start.stderr,
+        tty: start.tty,
+    };
     // What the API can check is answered with its Status before any
     // upgrade; what the node says comes on the error channel, as in
     // Kubernetes.
-    let target = match api.exec_target(&head(&headers), start).await {
+    let on = parts.extensions.get::<berth_tls::ConnectionInfo>().cloned().map(axum::Extension);
+    let target = match api.exec_target(&head(&parts.headers, on), start).await {
         Ok(target) => target,
         Err(e) => return error(e),
     };
-    let upgrade = match upgrade {
+    if spdy::is_upgrade(&parts.headers) {
+        let stop = api.stopping();
+        let start =
+            move |input| async move { api.exec_on(target, input).await.map_err(|e| e.to_string()) };
+        return spdy_upgrade(&mut parts, wanted, stop, start);
+    }
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &api).await {
         Ok(upgrade) => upgrade.protocols(rc::PROTOCOLS),
         Err(_) => {
             return error(ApiError::BadRequest(
-                "exec streams are served over WebSocket (v5.channel.k8s.io or v4.channel.k8s.io); SPDY is not supported".into(),
+                "exec streams are served over WebSocket (v5.channel.k8s.io or v4.channel.k8s.io) or SPDY/3.1".into(),
             ))
         }
     };
@@ -165,6 +183,46 @@ async fn exec(
             }
         }
     })
+}
+
+/// Answers a SPDY/3.1 upgrade and serves the session on the upgraded
+/// connection; `start` begins it on the pod's node. The session's task
+/// ends with the command, with the client's connection, or with `stop`
+/// (the server's).
+fn spdy_upgrade<F, Fut>(
+    parts: &mut Parts,
+    wanted: spdy::Wanted,
+    stop: tokio_util::sync::CancellationToken,
+    start: F,
+) -> Response
+where
+    F: FnOnce(tokio_stream::wrappers::ReceiverStream<PodExecInput>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<tonic::Streaming<PodExecOutput>, String>> + Send,
+{
+    let Some(protocol) = spdy::choose_protocol(&parts.headers) else {
+        return error(ApiError::BadRequest(format!(
+            "SPDY streams need {} v5.channel.k8s.io or v4.channel.k8s.io",
+            spdy::PROTOCOL_HEADER
+        )));
+    };
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return error(ApiError::BadRequest("this connection cannot be upgraded".into()));
+    };
+    tokio::spawn(stop.run_until_cancelled_owned(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                spdy::serve(hyper_util::rt::TokioIo::new(upgraded), wanted, start).await
+            }
+            Err(e) => tracing::debug!(error = %e, "SPDY upgrade failed"),
+        }
+    }));
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static(spdy::UPGRADE));
+    headers.insert(spdy::PROTOCOL_HEADER, HeaderValue::from_static(protocol));
+    response
 }
 
 /// The close that ends a session well: clients take any other as an error.

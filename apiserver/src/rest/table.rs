@@ -64,6 +64,17 @@ fn columns(kind: &str) -> Vec<Column> {
             col("Selector", "string", 1),
         ],
         "Lease" => vec![name, col("Holder", "string", 0), age],
+        "Role" | "ClusterRole" => {
+            vec![name, Column { name: "Created At", kind: "date", format: "", priority: 0 }]
+        }
+        "RoleBinding" | "ClusterRoleBinding" => vec![
+            name,
+            col("Role", "string", 0),
+            age,
+            col("Users", "string", 1),
+            col("Groups", "string", 1),
+            col("ServiceAccounts", "string", 1),
+        ],
         "Event" => vec![
             col("Last Seen", "string", 0),
             col("Type", "string", 0),
@@ -291,6 +302,29 @@ fn cells(kind: &str, o: &Value, now: i64) -> Vec<Value> {
             ]
         }
         "Lease" => vec![name, json!(or_none(str_at(o, "/spec/holderIdentity"))), json!(created)],
+        "Role" | "ClusterRole" => vec![name, json!(str_at(o, "/metadata/creationTimestamp"))],
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let subjects = |kind: &str| {
+                let names: Vec<String> = list_of(o, "/subjects")
+                    .iter()
+                    .filter(|s| str_at(s, "/kind") == kind)
+                    .map(|s| match str_at(s, "/namespace") {
+                        ns if kind == "ServiceAccount" => format!("{ns}/{}", str_at(s, "/name")),
+                        _ => str_at(s, "/name").to_string(),
+                    })
+                    .collect();
+                json!(names.join(", "))
+            };
+            let role = format!("{}/{}", str_at(o, "/roleRef/kind"), str_at(o, "/roleRef/name"));
+            vec![
+                name,
+                json!(role),
+                json!(created),
+                subjects("User"),
+                subjects("Group"),
+                subjects("ServiceAccount"),
+            ]
+        }
         "Event" => {
             let last = if o.pointer("/lastTimestamp").is_some() {
                 age(o, now, "/lastTimestamp")

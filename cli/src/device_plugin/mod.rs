@@ -5,6 +5,7 @@
 
 mod devices;
 mod nvidia;
+mod nvml;
 mod sample;
 
 use anyhow::{Context, Result};

@@ -8,11 +8,13 @@
 //! other writers set, server defaults, status) stays.
 
 use super::resource::{Kind, Resources};
+use super::wait::{until, For};
 use super::Session;
 use crate::config::ConnectArgs;
 use anyhow::{bail, Result};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The annotation holding the manifest last applied (kubectl's, so
 /// `kubectl apply` and `berth apply` take turns on one object).
@@ -26,6 +28,13 @@ pub struct ApplyArgs {
     /// The namespace for manifests that name none [default: the context's, else "default"]
     #[arg(short = 'n', long = "namespace")]
     namespace: Option<String>,
+    /// Then wait until the pods applied are Ready and the Deployments
+    /// Available, showing what their pods do meanwhile
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits (5m, 30s, ...; 0: no limit)
+    #[arg(long, default_value = "5m", value_parser = super::parse_duration, requires = "wait")]
+    timeout: Duration,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -58,6 +67,8 @@ pub async fn run(args: &ApplyArgs) -> Result<()> {
     let ns = super::NamespaceArgs { namespace: args.namespace.clone(), all_namespaces: false };
     let session = Session::open(&args.connect, &ns)?;
     let mut failed = 0;
+    let mut ready = Vec::new();
+    let mut available = Vec::new();
     for object in objects {
         let kind = Kind::of(&object)?;
         let name = object.metadata().name.clone();
@@ -69,6 +80,11 @@ pub async fn run(args: &ApplyArgs) -> Result<()> {
         let resources = Resources::new(&session.client, kind, &namespace);
         match apply_one(&resources, &name, manifest).await {
             Ok(outcome) => {
+                match kind {
+                    Kind::Pod => ready.push((resources.clone(), name.clone())),
+                    Kind::Deployment => available.push((resources.clone(), name.clone())),
+                    _ => {}
+                }
                 let word = match outcome {
                     Outcome::Created => "created",
                     Outcome::Configured => "configured",
@@ -84,6 +100,24 @@ pub async fn run(args: &ApplyArgs) -> Result<()> {
     }
     if failed > 0 {
         bail!("{failed} object(s) could not be applied");
+    }
+    if args.wait {
+        let started = std::time::Instant::now();
+        let condition = |kind: &str| For::Condition { kind: kind.into(), status: "True".into() };
+        for (pending, wait_for) in
+            [(ready, condition("Ready")), (available, condition("Available"))]
+        {
+            // One --timeout for the whole wait (0 stays no limit).
+            let left = match args.timeout.is_zero() {
+                true => args.timeout,
+                false => {
+                    args.timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1))
+                }
+            };
+            if !pending.is_empty() {
+                until(pending, &wait_for, left, true).await?;
+            }
+        }
     }
     Ok(())
 }

@@ -78,7 +78,8 @@ async fn events_of(session: &Session, kind: Kind, object: &Value) -> Result<Vec<
     Ok(mine)
 }
 
-fn last_seen(event: &Value) -> &str {
+/// When an Event last happened, as RFC 3339 text.
+pub(super) fn last_seen(event: &Value) -> &str {
     let last = str_at(event, "/lastTimestamp");
     if last.is_empty() {
         str_at(event, "/eventTime")

@@ -44,6 +44,8 @@ struct Session {
     client: Client,
     /// The API server peers, for the streams the client does not carry.
     endpoints: Vec<String>,
+    /// How to reach them for those streams.
+    auth: crate::config::Auth,
     namespace: String,
     all_namespaces: bool,
 }
@@ -52,7 +54,7 @@ impl Session {
     fn open(connect: &ConnectArgs, ns: &NamespaceArgs) -> Result<Session> {
         let target = connect.target()?;
         let endpoints = target.endpoints.clone();
-        let mut config = berth_client::Config::new(target.endpoints);
+        let mut config = target.auth.client_config("berth", target.endpoints)?;
         config.request_timeout = Duration::from_secs(10);
         config.retry_for = Duration::from_secs(30);
         let client = Client::with_config(config)?;
@@ -62,7 +64,13 @@ impl Session {
             .filter(|n| !n.is_empty())
             .or(Some(target.namespace).filter(|n| !n.is_empty()))
             .unwrap_or_else(|| "default".into());
-        Ok(Session { client, endpoints, namespace, all_namespaces: ns.all_namespaces })
+        Ok(Session {
+            client,
+            endpoints,
+            auth: target.auth,
+            namespace,
+            all_namespaces: ns.all_namespaces,
+        })
     }
 
     /// The namespace for lists: "" when every namespace was asked for.
@@ -234,7 +242,7 @@ fn elapsed(since: std::time::Instant) -> String {
 }
 
 /// "30s", "5m", "1h30m", "500ms", or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if let Ok(seconds) = text.parse::<f64>() {
         return Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"));

@@ -53,6 +53,8 @@ pub fn table(
         Kind::ReplicaSet => vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
         Kind::Event => vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
         Kind::Lease => vec!["NAME", "HOLDER", "AGE"],
+        Kind::Role | Kind::ClusterRole => vec!["NAME", "CREATED AT"],
+        Kind::RoleBinding | Kind::ClusterRoleBinding => vec!["NAME", "ROLE", "AGE"],
     };
     if wide {
         header.extend(match kind {
@@ -61,6 +63,7 @@ pub fn table(
                 &["INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"]
             }
             Kind::Deployment | Kind::ReplicaSet => &["CONTAINERS", "IMAGES", "SELECTOR"],
+            Kind::RoleBinding | Kind::ClusterRoleBinding => &["USERS", "GROUPS", "SERVICEACCOUNTS"],
             Kind::Event => &["SOURCE", "SUBOBJECT", "FIRST SEEN", "COUNT", "NAME"],
             _ => &[],
         });
@@ -322,6 +325,31 @@ fn cells(kind: Kind, o: &Value, wide: bool, now: chrono::DateTime<chrono::Utc>) 
         }
         Kind::Lease => {
             vec![name, str_at(o, "/spec/holderIdentity").to_string(), created]
+        }
+        Kind::Role | Kind::ClusterRole => {
+            vec![name, str_at(o, "/metadata/creationTimestamp").to_string()]
+        }
+        Kind::RoleBinding | Kind::ClusterRoleBinding => {
+            let role = format!("{}/{}", str_at(o, "/roleRef/kind"), str_at(o, "/roleRef/name"));
+            let mut row = vec![name, role, created];
+            if wide {
+                let subjects = o.get("subjects").and_then(Value::as_array).cloned();
+                let subjects = subjects.unwrap_or_default();
+                for kind in ["User", "Group", "ServiceAccount"] {
+                    let names: Vec<String> = subjects
+                        .iter()
+                        .filter(|s| str_at(s, "/kind") == kind)
+                        .map(|s| match kind {
+                            "ServiceAccount" => {
+                                format!("{}/{}", str_at(s, "/namespace"), str_at(s, "/name"))
+                            }
+                            _ => str_at(s, "/name").to_string(),
+                        })
+                        .collect();
+                    row.push(names.join(", "));
+                }
+            }
+            row
         }
     }
 }

@@ -6,6 +6,7 @@ use berth_client::{Api, ApiResource, Client, DeleteParams, ListParams, WatchEven
 use berth_proto::apps_v1::{Deployment, ReplicaSet};
 use berth_proto::coordination_v1::Lease;
 use berth_proto::core_v1::{Event, Namespace, Node, Pod};
+use berth_proto::rbac_v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use berth_proto::{Object, Resource};
 use futures::{Stream, StreamExt};
 use serde_json::Value;
@@ -21,6 +22,10 @@ pub enum Kind {
     ReplicaSet,
     Event,
     Lease,
+    Role,
+    ClusterRole,
+    RoleBinding,
+    ClusterRoleBinding,
 }
 
 /// Runs `$body` with `$t` bound to the Rust type of `$kind`.
@@ -55,6 +60,22 @@ macro_rules! with_type {
                 type $t = Lease;
                 $body
             }
+            Kind::Role => {
+                type $t = Role;
+                $body
+            }
+            Kind::ClusterRole => {
+                type $t = ClusterRole;
+                $body
+            }
+            Kind::RoleBinding => {
+                type $t = RoleBinding;
+                $body
+            }
+            Kind::ClusterRoleBinding => {
+                type $t = ClusterRoleBinding;
+                $body
+            }
         }
     };
 }
@@ -67,6 +88,10 @@ pub const ALL: &[Kind] = &[
     Kind::ReplicaSet,
     Kind::Event,
     Kind::Lease,
+    Kind::Role,
+    Kind::ClusterRole,
+    Kind::RoleBinding,
+    Kind::ClusterRoleBinding,
 ];
 
 impl Kind {
@@ -145,6 +170,11 @@ impl Resources {
     pub fn new(client: &Client, kind: Kind, namespace: &str) -> Resources {
         let namespace = if kind.namespaced() { namespace.to_string() } else { String::new() };
         Resources { kind, client: client.clone(), namespace }
+    }
+
+    /// The verbs of `kind` in this namespace.
+    pub fn sibling(&self, kind: Kind) -> Resources {
+        Resources::new(&self.client, kind, &self.namespace)
     }
 
     fn api<T: ApiResource>(&self) -> Api<T> {

@@ -4,14 +4,13 @@
 
 use super::{NamespaceArgs, Session};
 use crate::config::ConnectArgs;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use berth_proto::api_v1::pods_client::PodsClient;
 use berth_proto::api_v1::{
     pod_exec_input, pod_exec_output, PodExecInput, PodExecStart, PodLogsRequest, TerminalSize,
 };
 use futures::StreamExt;
 use std::io::Write;
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
@@ -72,27 +71,28 @@ fn pod_name(arg: &str) -> Result<String> {
     }
 }
 
+type Pods =
+    PodsClient<tonic::service::interceptor::InterceptedService<Channel, crate::config::Bearer>>;
+
 /// Calls `open` on each peer in turn until one does not answer
 /// Unavailable; its answer (or the last refusal) is the result.
-async fn on_some_peer<T, F, Fut>(endpoints: &[String], mut open: F) -> Result<T>
+async fn on_some_peer<T, F, Fut>(session: &Session, mut open: F) -> Result<T>
 where
-    F: FnMut(PodsClient<Channel>) -> Fut,
+    F: FnMut(Pods) -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
     let mut last = anyhow!("no API server address was given");
-    for addr in endpoints {
-        let url = if addr.contains("://") { addr.clone() } else { format!("http://{addr}") };
-        let endpoint = tonic::transport::Endpoint::from_shared(url)
-            .with_context(|| format!("address {addr:?}"))?
-            .connect_timeout(Duration::from_secs(2));
-        let channel = match endpoint.connect().await {
+    let bearer = session.auth.bearer()?;
+    for addr in &session.endpoints {
+        // Streams run as long as they run: no call timeout.
+        let channel = match session.auth.channel(addr, None).await {
             Ok(channel) => channel,
             Err(e) => {
-                last = anyhow!("connect to {addr}: {e}");
+                last = e;
                 continue;
             }
         };
-        match open(PodsClient::new(channel)).await {
+        match open(PodsClient::with_interceptor(channel, bearer.clone())).await {
             Ok(value) => return Ok(value),
             Err(s) if s.code() == tonic::Code::Unavailable => {
                 last = berth_client::Error::from(s).into();
@@ -115,7 +115,7 @@ pub async fn logs(args: &LogsArgs) -> Result<()> {
         timestamps: args.timestamps,
         ..Default::default()
     };
-    let mut stream = on_some_peer(&session.endpoints, |mut pods| {
+    let mut stream = on_some_peer(&session, |mut pods| {
         let request = request.clone();
         async move { pods.logs(request).await.map(tonic::Response::into_inner) }
     })
@@ -143,18 +143,20 @@ pub async fn exec(args: &ExecArgs) -> Result<i32> {
         stderr: !args.tty,
         tty: args.tty,
     };
-    let terminal = if args.tty { Terminal::raw() } else { None };
+    // Raw only when the keys go to the command: with -t alone, Ctrl-C
+    // still stops berth here.
+    let terminal = if args.tty && args.stdin { Terminal::raw() } else { None };
     let (tx, rx) = mpsc::channel::<PodExecInput>(16);
     let first = |input| PodExecInput { input: Some(input) };
     tx.send(first(pod_exec_input::Input::Start(start)))
         .await
         .map_err(|_| anyhow!("the exec stream closed before it started"))?;
-    if let Some(size) = terminal.as_ref().and_then(|_| Terminal::size()) {
+    if let Some(size) = args.tty.then(Terminal::size).flatten() {
         let _ = tx.send(first(pod_exec_input::Input::Resize(size))).await;
     }
     // Only the first peer that takes the stream gets its input.
     let input = std::sync::Mutex::new(Some(rx));
-    let mut output = on_some_peer(&session.endpoints, |mut pods| {
+    let mut output = on_some_peer(&session, |mut pods| {
         let rx = input.lock().ok().and_then(|mut r| r.take());
         async move {
             let Some(rx) = rx else {
@@ -186,7 +188,7 @@ pub async fn exec(args: &ExecArgs) -> Result<i32> {
             }
         });
     }
-    if terminal.is_some() {
+    if args.tty {
         let tx = tx.clone();
         let mut changes =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;

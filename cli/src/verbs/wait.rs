@@ -1,11 +1,16 @@
 //! `berth wait`: until objects meet a condition or are gone, with a
-//! progress line on stderr, within --timeout.
+//! progress line on stderr, within --timeout. While it waits for a
+//! condition of pods (or of a Deployment's or ReplicaSet's pods), what
+//! those pods do shows on stderr: each of their Events once, such as the
+//! kubelet's image pulls with their sizes.
 
+use super::describe::last_seen;
 use super::resource::{name_of, str_at, Kind, Resources};
 use super::{elapsed, parse_duration, parse_targets, NamespaceArgs, Progress, Session};
 use crate::config::ConnectArgs;
 use anyhow::{bail, Result};
 use serde_json::Value;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
@@ -87,6 +92,7 @@ pub async fn until(
     let started = Instant::now();
     let deadline = (!timeout.is_zero()).then(|| started + timeout);
     let mut progress = Progress::new();
+    let mut news = PodNews::default();
     let what = match wait_for {
         For::Delete => "deletion".to_string(),
         For::Condition { kind, status } => format!("condition {kind}={status}"),
@@ -112,6 +118,11 @@ pub async fn until(
             match met {
                 Some(word) => {
                     progress.finish();
+                    if matches!(wait_for, For::Condition { .. }) {
+                        // The pod's last news before the line that ends its wait.
+                        let done = [(resources.clone(), name.clone())];
+                        news.tell(&done, true, &mut progress).await;
+                    }
                     if report {
                         println!("{}/{name} {word}", resources.kind.qualified());
                     }
@@ -130,6 +141,9 @@ pub async fn until(
                 pending.iter().map(|(r, n)| format!("{}/{n}", r.kind.qualified())).collect();
             bail!("timed out after {timeout:?} waiting for {what} on {}", names.join(", "));
         }
+        if matches!(wait_for, For::Condition { .. }) {
+            news.tell(&pending, false, &mut progress).await;
+        }
         let first = &pending[0];
         progress.update(&format!(
             "waiting for {what} on {}/{}{} ({})",
@@ -143,5 +157,84 @@ pub async fn until(
             elapsed(started),
         ));
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The pods behind a wait and their Events, each told once (oldest first):
+/// scheduled, image pulled (with its size) or already present, created,
+/// started, failing.
+#[derive(Default)]
+struct PodNews {
+    /// (event name, message) already told.
+    told: HashSet<(String, String)>,
+    polled: Option<Instant>,
+}
+
+impl PodNews {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    /// Prints the Events not told yet, on stderr above the progress line;
+    /// unless `now`, nothing when asked within the last second.
+    async fn tell(&mut self, pending: &[(Resources, String)], now: bool, progress: &mut Progress) {
+        if !now && self.polled.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return;
+        }
+        let lines = self.poll(pending).await;
+        if !lines.is_empty() {
+            progress.finish();
+            lines.iter().for_each(|line| eprintln!("{line}"));
+        }
+    }
+
+    /// Lines for the Events not told yet; none for what the API cannot
+    /// tell now.
+    async fn poll(&mut self, pending: &[(Resources, String)]) -> Vec<String> {
+        self.polled = Some(Instant::now());
+        let mut lines = Vec::new();
+        for (resources, name) in pending {
+            let pods = match pods_behind(resources, name).await {
+                Some(pods) if !pods.is_empty() => pods,
+                _ => continue,
+            };
+            let events = resources.sibling(Kind::Event);
+            let Ok((mut items, _)) = events.list("", "involvedObject.kind=Pod").await else {
+                continue;
+            };
+            items.retain(|e| pods.contains(str_at(e, "/involvedObject/name")));
+            items.sort_by(|a, b| last_seen(a).cmp(last_seen(b)));
+            for event in items {
+                let message = str_at(&event, "/message").to_string();
+                if self.told.insert((name_of(&event).to_string(), message.clone())) {
+                    let warning =
+                        if str_at(&event, "/type") == "Warning" { "warning: " } else { "" };
+                    let pod = str_at(&event, "/involvedObject/name");
+                    lines.push(format!("pod/{pod}: {warning}{message}"));
+                }
+            }
+        }
+        lines
+    }
+}
+
+/// The names of the pods `name` stands for: itself, or those a Deployment's
+/// or ReplicaSet's selector matches.
+async fn pods_behind(resources: &Resources, name: &str) -> Option<HashSet<String>> {
+    match resources.kind {
+        Kind::Pod => Some([name.to_string()].into()),
+        Kind::Deployment | Kind::ReplicaSet => {
+            let owner = resources.get_opt(name).await.ok()??;
+            let labels = owner.pointer("/spec/selector/matchLabels")?.as_object()?;
+            let selector: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect();
+            if selector.is_empty() {
+                return None;
+            }
+            let pods = resources.sibling(Kind::Pod);
+            let (items, _) = pods.list(&selector.join(","), "").await.ok()?;
+            Some(items.iter().map(|p| name_of(p).to_string()).collect())
+        }
+        _ => None,
     }
 }

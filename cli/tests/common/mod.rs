@@ -72,6 +72,12 @@ pub fn remove_node_leftovers(dir: &Path, node: &str) {
             );
         }
     }
+    remove_node_mounts_and_cgroups(dir, node);
+}
+
+/// Unmounts everything under `dir` and removes node `node`'s cgroups once
+/// nothing runs in them.
+pub fn remove_node_mounts_and_cgroups(dir: &Path, node: &str) {
     let dir = dir.display().to_string();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut points: Vec<&str> = mounts

@@ -86,7 +86,7 @@ impl Cluster {
     ) -> usize {
         let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
         command
-            .args(["server", "--id", &id.to_string(), "--cluster", cluster])
+            .args(["server", "--insecure", "--id", &id.to_string(), "--cluster", cluster])
             .args(["--listen", grpc, "--http", http])
             .arg("--data-dir")
             .arg(data)

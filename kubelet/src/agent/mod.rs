@@ -11,6 +11,7 @@ mod pods;
 mod probes;
 mod pulls;
 mod resources;
+mod security;
 mod stream;
 mod volumes;
 
@@ -56,9 +57,17 @@ pub struct AgentConfig {
     /// and exec; without it (or without a CRI socket) the node serves
     /// neither.
     pub cluster_secret: Option<String>,
+    /// Mutual TLS for the stream server: the node's server certificate,
+    /// and the CA whose API server peers' certificates (group
+    /// `system:peers`) it accepts; it replaces the cluster secret.
+    pub stream_tls: Option<berth_tls::ServerTls>,
     /// The port of the stream server for logs and exec, on `node_ip`
     /// (0: any free port); the Node publishes the one it got.
     pub kubelet_port: u16,
+    /// Containers whose pod names no seccomp profile get RuntimeDefault
+    /// (Kubernetes' --seccomp-default); false leaves them Unconfined.
+    /// Localhost profiles are read from `<root_dir>/seccomp`.
+    pub seccomp_default: bool,
 }
 
 impl AgentConfig {
@@ -77,7 +86,9 @@ impl AgentConfig {
             stop_pods_on_exit: false,
             devices: None,
             cluster_secret: None,
+            stream_tls: None,
             kubelet_port: 0,
+            seccomp_default: true,
         }
     }
 }
@@ -138,17 +149,8 @@ pub async fn run(
     let heartbeat = lease::Heartbeat::new(client, config, &uid);
     let pods = async {
         let Some(socket) = &config.cri_socket else { return Ok(()) };
-        let logs = config.root_dir.join("pods");
-        let (workers, informing) = pods::PodWorkers::start(
-            client,
-            &config.node_name,
-            &config.node_ip,
-            socket,
-            logs,
-            devices,
-            stop.clone(),
-        )
-        .await?;
+        let (workers, informing) =
+            pods::PodWorkers::start(client, config, socket, devices, stop.clone()).await?;
         tokio::join!(informing, workers.clone().run(config.pod_workers, stop.clone()));
         if config.stop_pods_on_exit {
             workers.stop_all().await;
@@ -156,8 +158,8 @@ pub async fn run(
         Ok::<(), AgentError>(())
     };
     let streams = async {
-        if let Some((server, socket, secret)) = streams {
-            if let Err(e) = server.serve(socket, secret, stop.clone()).await {
+        if let Some((server, socket, auth)) = streams {
+            if let Err(e) = server.serve(socket, auth, stop.clone()).await {
                 tracing::error!(error = %e, "the node's stream server failed");
             }
         }
@@ -173,13 +175,21 @@ pub async fn run(
 }
 
 /// Binds the stream server for logs and exec where the node has a runtime
-/// and a cluster secret; the config returned carries the port it got (0:
-/// none), which the Node publishes.
+/// and a way to know API servers (TLS or the cluster secret); the config
+/// returned carries the port it got (0: none), which the Node publishes.
 async fn stream_server(
     config: &AgentConfig,
-) -> Result<(Option<(stream::StreamServer, std::path::PathBuf, String)>, AgentConfig), AgentError> {
+) -> Result<
+    (Option<(stream::StreamServer, std::path::PathBuf, stream::Callers)>, AgentConfig),
+    AgentError,
+> {
     let mut config = config.clone();
-    let (Some(socket), Some(secret)) = (&config.cri_socket, &config.cluster_secret) else {
+    let callers = match (&config.stream_tls, &config.cluster_secret) {
+        (Some(tls), _) => Some(stream::Callers::Peers(tls.clone())),
+        (None, Some(secret)) => Some(stream::Callers::Secret(secret.clone())),
+        (None, None) => None,
+    };
+    let (Some(socket), Some(callers)) = (&config.cri_socket, callers) else {
         config.kubelet_port = 0;
         return Ok((None, config));
     };
@@ -193,7 +203,7 @@ async fn stream_server(
     let server = stream::StreamServer::bind(parsed)
         .await
         .map_err(|source| AgentError::Streams { addr, source })?;
-    let served = (server, socket.clone(), secret.clone());
+    let served = (server, socket.clone(), callers);
     config.kubelet_port = served.0.port();
     Ok((Some(served), config))
 }

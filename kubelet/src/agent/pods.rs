@@ -94,20 +94,26 @@ pub(super) struct PodWorkers {
     volumes: super::volumes::Volumes,
     /// Device plugins' devices, allocated at admission.
     devices: Option<crate::devices::DeviceManager>,
+    /// The node's seccomp default and profile directory.
+    security: super::security::SecurityDefaults,
 }
 
 impl PodWorkers {
     /// Connects to the runtime and starts following the node's pods.
     pub(super) async fn start(
         client: &Client,
-        node: &str,
-        node_ip: &str,
+        config: &super::AgentConfig,
         socket: &std::path::Path,
-        logs: PathBuf,
         devices: Option<crate::devices::DeviceManager>,
         stop: CancellationToken,
     ) -> Result<(Arc<PodWorkers>, impl std::future::Future<Output = ()>), tonic::transport::Error>
     {
+        let (node, node_ip) = (config.node_name.as_str(), config.node_ip.as_str());
+        let logs = config.root_dir.join("pods");
+        let security = super::security::SecurityDefaults {
+            seccomp_default: config.seccomp_default,
+            seccomp_root: super::security::seccomp_root(&config.root_dir),
+        };
         let channel =
             tonic::transport::Endpoint::from_shared(format!("unix://{}", socket.display()))?
                 .connect()
@@ -151,6 +157,7 @@ impl PodWorkers {
             pulls,
             volumes,
             devices,
+            security,
         });
         let informing = futures::future::join(informer.run(stop.clone()), writer.run(stop.clone()));
         Ok((workers, async move {
@@ -263,7 +270,7 @@ impl PodWorkers {
             }
             return Ok(());
         }
-        if !self.admit_devices(&pod).await? {
+        if !self.admit_sysctls(&pod).await? || !self.admit_devices(&pod).await? {
             return Ok(());
         }
         let status = self.run_pod(&pod).await?;
@@ -363,10 +370,14 @@ impl PodWorkers {
                 namespace: meta.namespace.clone(),
                 attempt: 0,
             }),
-            hostname: if spec.hostname.is_empty() {
-                meta.name.clone()
-            } else {
+            // A hostNetwork pod keeps the node's name unless it sets one
+            // (the runtime gives every pod a UTS namespace of its own).
+            hostname: if !spec.hostname.is_empty() {
                 spec.hostname.clone()
+            } else if spec.host_network {
+                String::new()
+            } else {
+                meta.name.clone()
             },
             log_directory: self
                 .logs
@@ -374,9 +385,14 @@ impl PodWorkers {
                 .display()
                 .to_string(),
             labels: labels.clone(),
-            linux: Some(cri::LinuxPodSandboxConfig {
-                cgroup_parent: super::resources::qos_class(pod).to_lowercase(),
-                ..Default::default()
+            linux: Some({
+                let (security, sysctls) = super::security::sandbox(&spec, &self.security);
+                cri::LinuxPodSandboxConfig {
+                    cgroup_parent: super::resources::qos_class(pod).to_lowercase(),
+                    security_context: Some(security),
+                    sysctls,
+                    ..Default::default()
+                }
             }),
             ..Default::default()
         };
@@ -407,7 +423,7 @@ impl PodWorkers {
                         .pod_sandbox_id
                 }
             };
-        let pod_ip = runtime
+        let sandbox_ip = runtime
             .pod_sandbox_status(cri::PodSandboxStatusRequest {
                 pod_sandbox_id: sandbox.clone(),
                 verbose: false,
@@ -418,6 +434,9 @@ impl PodWorkers {
             .and_then(|s| s.network)
             .map(|n| n.ip)
             .unwrap_or_default();
+        // A hostNetwork pod has no address of its own: its IP is the node's
+        // (Kubernetes reports status.podIP = status.hostIP).
+        let pod_ip = if spec.host_network { self.node_ip.clone() } else { sandbox_ip };
         let existing = runtime
             .list_containers(cri::ListContainersRequest {
                 filter: Some(cri::ContainerFilter {
@@ -564,6 +583,19 @@ impl PodWorkers {
                 return Ok(status);
             }
         };
+        if let Err(message) = self.verify_run_as_non_root(pod, c, &image_ref).await? {
+            self.events.warning(pod, "Failed", format!("Error: {message}"));
+            let mut status = self.container_status(
+                c,
+                latest.as_ref(),
+                restarts,
+                Some("CreateContainerConfigError"),
+            );
+            if let Some(w) = status.state.as_mut().and_then(|s| s.waiting.as_mut()) {
+                w.message = message;
+            }
+            return Ok(status);
+        }
         let image = Some(cri::ImageSpec { image: image_ref, ..Default::default() });
         let attempt = attempts.len() as u32;
         let mut container_labels = labels.clone();
@@ -584,7 +616,11 @@ impl PodWorkers {
             mounts: self.volumes.mounts(volumes, c)?,
             linux: Some(cri::LinuxContainerConfig {
                 resources: Some(super::resources::container(c)),
-                ..Default::default()
+                security_context: Some(super::security::container(
+                    &pod.spec.clone().unwrap_or_default(),
+                    c,
+                    &self.security,
+                )),
             }),
             ..Default::default()
         };
@@ -610,6 +646,59 @@ impl PodWorkers {
             .into_inner()
             .status;
         Ok(self.container_status(c, started.as_ref(), attempts.len() as i32, None))
+    }
+
+    /// The runAsNonRoot check: Ok(Err(message)) when the container would
+    /// run as root; the image's user comes from the runtime.
+    async fn verify_run_as_non_root(
+        &self,
+        pod: &Pod,
+        c: &berth_proto::core_v1::Container,
+        image_ref: &str,
+    ) -> Result<Result<(), String>, SyncError> {
+        let first = super::security::verify_run_as_non_root(pod, c, None);
+        if first.is_ok() {
+            return Ok(first);
+        }
+        // Only the image's user can settle it now.
+        let image = self
+            .cri
+            .images
+            .clone()
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec { image: image_ref.into(), ..Default::default() }),
+                verbose: false,
+            })
+            .await?
+            .into_inner()
+            .image;
+        Ok(super::security::verify_run_as_non_root(pod, c, image.as_ref()))
+    }
+
+    /// Sysctl admission, before a pod first runs: a pod that sets a sysctl
+    /// outside Kubernetes' safe set fails with SysctlForbidden.
+    async fn admit_sysctls(&self, pod: &Pod) -> Result<bool, SyncError> {
+        const REASON: &str = "SysctlForbidden";
+        let status = pod.status.clone().unwrap_or_default();
+        if !matches!(status.phase.as_str(), "" | "Pending") {
+            return Ok(status.reason != REASON);
+        }
+        let forbidden = super::security::forbidden_sysctls(&pod.spec.clone().unwrap_or_default());
+        let Some(first) = forbidden.first() else { return Ok(true) };
+        let message = format!("forbidden sysctl: {first:?} not allowlisted");
+        self.events.warning(pod, REASON, message.clone());
+        let failed = PodStatus {
+            phase: "Failed".into(),
+            reason: REASON.into(),
+            message,
+            host_ip: self.node_ip.clone(),
+            start_time: status.start_time.or(Some(Time::now())),
+            qos_class: super::resources::qos_class(pod).into(),
+            conditions: status.conditions,
+            ..Default::default()
+        };
+        self.report(pod, failed).await?;
+        Ok(false)
     }
 
     /// Device admission, before a pod first runs: it gets its devices

@@ -66,7 +66,11 @@ impl Puller {
             .image
             .map(|i| i.id);
         match (present, c.image_pull_policy.as_str()) {
-            (Some(id), policy) if policy != "Always" => return Ok(Ok(id)),
+            (Some(id), policy) if policy != "Always" => {
+                let message = format!("Container image {image:?} already present on machine");
+                self.events.normal(pod, "Pulled", message);
+                return Ok(Ok(id));
+            }
             (None, "Never") => {
                 let message =
                     format!("Container image {image:?} is not present with pull policy of Never");
@@ -76,12 +80,25 @@ impl Puller {
             _ => {}
         }
         self.events.normal(pod, "Pulling", format!("Pulling image {image:?}"));
+        let started = Instant::now();
         let request = cri::PullImageRequest { image: wanted, ..Default::default() };
         match images.pull_image(request).await {
             Ok(pulled) => {
+                let took = started.elapsed();
                 self.backoff.lock().expect("no panic while pulling").remove(&key);
-                self.events.normal(pod, "Pulled", format!("Pulled image {image:?}"));
-                Ok(Ok(pulled.into_inner().image_ref))
+                let image_ref = pulled.into_inner().image_ref;
+                // Asked by its id: a local source's name is no image name.
+                let pulled_image =
+                    cri::ImageSpec { image: image_ref.clone(), ..Default::default() };
+                let message = match pulled_size(&mut images, Some(pulled_image)).await {
+                    Some((layers, bytes)) => {
+                        let summary = crate::image::pull_summary(layers, bytes, took);
+                        format!("Pulled image {image:?} ({summary})")
+                    }
+                    None => format!("Pulled image {image:?} in {:.1} s", took.as_secs_f64()),
+                };
+                self.events.normal(pod, "Pulled", message);
+                Ok(Ok(image_ref))
             }
             Err(e) => {
                 let error = e.message().to_string();
@@ -100,5 +117,41 @@ impl Puller {
     /// Forgets the pod's failed pulls.
     pub(super) fn forget(&self, uid: &str) {
         self.backoff.lock().expect("no panic while pulling").retain(|(u, _), _| u != uid);
+    }
+}
+
+/// The pulled image's layer count (when the runtime's verbose status tells
+/// it) and size, for the Pulled event.
+async fn pulled_size(
+    images: &mut ImageServiceClient<Channel>,
+    image: Option<cri::ImageSpec>,
+) -> Option<(Option<usize>, u64)> {
+    let status = images
+        .image_status(cri::ImageStatusRequest { image, verbose: true })
+        .await
+        .ok()?
+        .into_inner();
+    let size = status.image?.size;
+    Some((status.info.get("info").and_then(|info| layer_count(info)), size))
+}
+
+/// Layers in a runtime's verbose image info: berth's `layers`, or the
+/// image config's `rootfs.diff_ids` that containerd reports.
+fn layer_count(info: &str) -> Option<usize> {
+    let info: serde_json::Value = serde_json::from_str(info).ok()?;
+    ["/layers", "/imageSpec/rootfs/diff_ids"]
+        .iter()
+        .find_map(|path| info.pointer(path)?.as_array().map(Vec::len))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn layers_are_counted_from_either_runtime() {
+        assert_eq!(super::layer_count(r#"{"layers": ["sha256:a", "sha256:b"]}"#), Some(2));
+        let containerd = r#"{"imageSpec": {"rootfs": {"type": "layers", "diff_ids": ["x"]}}}"#;
+        assert_eq!(super::layer_count(containerd), Some(1));
+        assert_eq!(super::layer_count(r#"{"config": {}}"#), None);
+        assert_eq!(super::layer_count("not json"), None);
     }
 }

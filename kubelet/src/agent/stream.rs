@@ -51,33 +51,72 @@ impl StreamServer {
         self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
     }
 
-    /// Serves until `stop`, reaching the runtime at `socket`.
+    /// Serves until `stop`, reaching the runtime at `socket`, to the
+    /// `callers` it lets in.
     pub(super) async fn serve(
         self,
         socket: PathBuf,
-        secret: String,
+        callers: Callers,
         stop: CancellationToken,
     ) -> Result<(), tonic::transport::Error> {
         let channel =
             tonic::transport::Endpoint::from_shared(format!("unix://{}", socket.display()))?
                 .connect_lazy();
         let service = Streams { runtime: RuntimeServiceClient::new(channel) };
-        let expected: Arc<[u8]> = format!("Bearer {secret}").into_bytes().into();
-        let check = move |request: Request<()>| {
-            let given = request.metadata().get("authorization").map(|v| v.as_bytes());
-            match given {
-                Some(given) if same_secret(given, &expected) => Ok(request),
-                _ => Err(Status::unauthenticated("logs and exec need the cluster secret")),
+        tracing::info!(addr = ?self.listener.local_addr().ok(), "node stream server listening");
+        let (tls, check) = match callers {
+            Callers::Peers(tls) => (Some(tls), Check::Peers),
+            Callers::Secret(secret) => {
+                (None, Check::Secret(format!("Bearer {secret}").into_bytes().into()))
             }
         };
-        tracing::info!(addr = ?self.listener.local_addr().ok(), "node stream server listening");
+        let incoming = berth_tls::Acceptor::new(self.listener, tls).into_stream();
         tonic::transport::Server::builder()
-            .add_service(KubeletStreamsServer::with_interceptor(service, check))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(self.listener),
-                stop.cancelled_owned(),
-            )
+            .add_service(KubeletStreamsServer::with_interceptor(service, move |r| check.admit(r)))
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
             .await
+    }
+}
+
+/// Whom the stream server lets in.
+pub(super) enum Callers {
+    /// Over mutual TLS with this server certificate: API server peers of
+    /// the cluster (certificates of its CA in group `system:peers`).
+    Peers(berth_tls::ServerTls),
+    /// Over plain TCP: callers presenting the cluster secret.
+    Secret(String),
+}
+
+#[derive(Clone)]
+enum Check {
+    Peers,
+    Secret(Arc<[u8]>),
+}
+
+impl Check {
+    fn admit(&self, request: Request<()>) -> Result<Request<()>, Status> {
+        match self {
+            Check::Peers => {
+                let connection = request.extensions().get::<berth_tls::ConnectionInfo>();
+                let client = connection.and_then(|c| c.client.as_ref());
+                if client
+                    .is_some_and(|c| c.organizations.iter().any(|o| o == berth_tls::PEERS_GROUP))
+                {
+                    Ok(request)
+                } else {
+                    Err(Status::unauthenticated(
+                        "logs and exec are served to the cluster's API server peers only",
+                    ))
+                }
+            }
+            Check::Secret(expected) => {
+                let given = request.metadata().get("authorization").map(|v| v.as_bytes());
+                match given {
+                    Some(given) if same_secret(given, expected) => Ok(request),
+                    _ => Err(Status::unauthenticated("logs and exec need the cluster secret")),
+                }
+            }
+        }
     }
 }
 
@@ -392,5 +431,72 @@ async fn exec_relay(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_proto::api_v1::kubelet_streams_client::KubeletStreamsClient;
+    use berth_tls::{ClientTls, ClusterCa, Subject, Trust};
+
+    /// A stream server over mutual TLS, in front of a runtime that is not
+    /// there: a caller it lets in gets the runtime's failure, one it does
+    /// not gets Unauthenticated.
+    #[tokio::test]
+    async fn over_tls_only_the_clusters_api_server_peers_get_in() {
+        let ca = ClusterCa::create("streams").unwrap();
+        let trust = Trust::from_pem(ca.cert_pem()).unwrap();
+        let node = ca
+            .issue(&Subject {
+                common_name: "system:node:n1".into(),
+                organizations: vec!["system:nodes".into()],
+                hosts: vec!["127.0.0.1".into()],
+                server: true,
+                validity: None,
+            })
+            .unwrap();
+        let tls = berth_tls::ServerTls::new(&node, &trust, berth_tls::Protocol::Grpc).unwrap();
+        let server = StreamServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = format!("127.0.0.1:{}", server.port());
+        let stop = CancellationToken::new();
+        let dir = tempfile::tempdir().unwrap();
+        let serving = tokio::spawn(server.serve(
+            dir.path().join("no-runtime.sock"),
+            Callers::Peers(tls),
+            stop.clone(),
+        ));
+
+        let call = |tls: ClientTls| {
+            let addr = addr.clone();
+            async move {
+                let channel = berth_tls::endpoint(&addr, Some(&tls)).unwrap().connect_lazy();
+                let request = PodLogsRequest { name: "p".into(), ..Default::default() };
+                KubeletStreamsClient::new(channel).logs(request).await.map(|_| ()).unwrap_err()
+            }
+        };
+        let issued =
+            |subject: Subject| ClientTls::new(trust.clone(), Some(ca.issue(&subject).unwrap()));
+        let peer = issued(berth_tls::peer_subject(1, vec![]));
+        assert_ne!(call(peer).await.code(), tonic::Code::Unauthenticated);
+        let user = issued(Subject {
+            common_name: "admin".into(),
+            organizations: vec!["system:masters".into()],
+            ..Default::default()
+        });
+        assert_eq!(call(user).await.code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            call(ClientTls::new(trust.clone(), None)).await.code(),
+            tonic::Code::Unauthenticated
+        );
+        let stranger = ClusterCa::create("other").unwrap();
+        let stranger_peer = ClientTls::new(
+            trust.clone(),
+            Some(stranger.issue(&berth_tls::peer_subject(1, vec![])).unwrap()),
+        );
+        assert_ne!(call(stranger_peer).await.code(), tonic::Code::Ok);
+
+        stop.cancel();
+        serving.await.unwrap().unwrap();
     }
 }

@@ -9,7 +9,7 @@
 //! Everything is mirrored on disk ([`state`]) so a restarted service finds
 //! its sandboxes and containers again.
 
-mod cni;
+pub(crate) mod cni;
 mod container;
 mod error;
 mod runtime;

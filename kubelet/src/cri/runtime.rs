@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::cni::PodNetns;
 use super::container::{self as proc, Exit};
 use super::error::{CriError, Result};
 use super::sandbox::{self, Holder};
@@ -257,18 +258,10 @@ impl Runtime {
     // ---- sandboxes ----
 
     pub async fn run_sandbox(self: &Arc<Self>, config: cri::PodSandboxConfig) -> Result<String> {
-        let ns = config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .and_then(|s| s.namespace_options.as_ref());
-        if ns.is_some_and(|n| {
-            n.network == cri::NamespaceMode::Node as i32 || n.ipc == cri::NamespaceMode::Node as i32
-        }) {
-            return Err(CriError::Unsupported("host network or IPC namespaces for pods".into()));
-        }
-        let id = state::new_id()?;
+        let host = sandbox::host_namespaces(&config);
         let linux = config.linux.clone().unwrap_or_default();
+        check_host_sysctls(host, &linux.sysctls)?;
+        let id = state::new_id()?;
         let qos = relative_cgroup(&linux.cgroup_parent)?;
         let cgroup = self.cgroup_parent.join(qos).join(format!("pod{id}"));
         let limits = spec::resources(linux.resources.as_ref());
@@ -282,7 +275,7 @@ impl Runtime {
         let hostname = config.hostname.clone();
         let (d, cg, network, sid) = (dir.clone(), cgroup.clone(), self.network.clone(), id.clone());
         let started = blocking(move || {
-            let holder = sandbox::start_holder(&d, &hostname)?;
+            let holder = sandbox::start_holder(&d, &hostname, host)?;
             let undo = |holder| {
                 sandbox::stop_holder(holder);
                 sandbox::unmount_namespaces(&d);
@@ -292,16 +285,17 @@ impl Runtime {
                 undo(holder);
                 return Err(e);
             }
-            let ip = match &network {
-                Some(net) => match net.add(&sid, &d.join("ns/net")) {
+            // A sandbox in the host's network namespace has no pod network.
+            let ip = match (&network, PodNetns::of(&d, host)) {
+                (Some(net), Some(netns)) => match net.add(&sid, &netns) {
                     Ok(ip) => ip,
                     Err(e) => {
-                        net.del(&sid, &d.join("ns/net"));
+                        net.del(&sid, &netns);
                         undo(holder);
                         return Err(e);
                     }
                 },
-                None => None,
+                _ => None,
             };
             Ok((holder, ip))
         })
@@ -321,6 +315,7 @@ impl Runtime {
             holder_start: holder.start,
             cgroup,
             ip,
+            host,
         };
         if let Err(e) = state::save_json(&dir.join("sandbox.json"), &record) {
             let d = dir.clone();
@@ -361,9 +356,10 @@ impl Runtime {
         let holder = self.holder(&record);
         // The network goes first, while its namespace still stands.
         let network = self.network.clone().filter(|_| record.phase != SandboxPhase::NotReady);
-        let (sid, netns) = (id.to_string(), self.sandbox_dir(id).join("ns/net"));
+        let netns = PodNetns::of(&self.sandbox_dir(id), record.host);
+        let sid = id.to_string();
         blocking(move || {
-            if let Some(net) = network {
+            if let (Some(net), Some(netns)) = (network, netns) {
                 net.del(&sid, &netns);
             }
             sandbox::stop_holder(holder);
@@ -448,12 +444,18 @@ impl Runtime {
         let mut info = BTreeMap::new();
         if verbose {
             let dir = self.sandbox_dir(id);
+            // The host's namespaces a sandbox shares have no path of its own.
+            let own = sandbox::own_namespaces(s.record.host);
+            let path = |name: &str| own.contains(&name).then(|| sandbox::ns_path(&dir, name));
             let detail = serde_json::json!({
                 "pid": s.record.holder_pid,
                 "cgroup": s.record.cgroup,
-                "netns": sandbox::ns_path(&dir, "net"),
-                "ipcns": sandbox::ns_path(&dir, "ipc"),
-                "utsns": sandbox::ns_path(&dir, "uts"),
+                "netns": path("net"),
+                "ipcns": path("ipc"),
+                "utsns": path("uts"),
+                "hostNetwork": s.record.host.network,
+                "hostIPC": s.record.host.ipc,
+                "hostPID": s.record.host.pid,
             });
             info.insert("info".to_string(), detail.to_string());
         }
@@ -502,7 +504,7 @@ impl Runtime {
         config: cri::ContainerConfig,
     ) -> Result<String> {
         check_id("sandbox", sandbox_id)?;
-        let (sandbox_record, log_dir) = {
+        let (sandbox_record, log_dir, sysctls) = {
             let objects = self.objects();
             let s = objects
                 .sandboxes
@@ -527,7 +529,8 @@ impl Runtime {
                     meta.name, meta.attempt
                 )));
             }
-            (s.record.clone(), s.config.log_directory.clone())
+            let sysctls = s.config.linux.as_ref().map(|l| l.sysctls.clone()).unwrap_or_default();
+            (s.record.clone(), s.config.log_directory.clone(), sysctls)
         };
         let wanted = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
         if wanted.is_empty() {
@@ -565,6 +568,8 @@ impl Runtime {
                 image: &image.config,
                 rootfs: &rootfs.path,
                 sandbox_dir: &sandbox_dir,
+                sandbox_host: sandbox_record.host,
+                sysctls: &sysctls,
             })?;
             let bundle = rt.container_dir(&cid).join("bundle");
             spec.save(bundle.join("config.json")).map_err(|e| CriError::CorruptState {
@@ -1037,6 +1042,28 @@ impl Runtime {
         }
         Ok(out)
     }
+}
+
+/// Refuses sysctls that would change the host's namespaces a sandbox
+/// shares (net.* with the host's network, IPC ones with the host's IPC), as
+/// Kubernetes refuses them: containers set them in namespaces that are the
+/// node's own.
+fn check_host_sysctls(
+    host: state::HostNamespaces,
+    sysctls: &BTreeMap<String, String>,
+) -> Result<()> {
+    for name in sysctls.keys() {
+        let ipc = name.starts_with("kernel.shm")
+            || name.starts_with("kernel.msg")
+            || name == "kernel.sem"
+            || name.starts_with("fs.mqueue.");
+        if (host.network && name.starts_with("net.")) || (host.ipc && ipc) {
+            return Err(CriError::InvalidArgument(format!(
+                "sysctl {name} would change the host's namespace the pod shares"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Records an exit: the code if known, and the CRI reason for it.

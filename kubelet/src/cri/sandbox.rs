@@ -1,5 +1,6 @@
 //! A pod sandbox: a holder process of berth's own that creates the pod's
-//! network, IPC and UTS namespaces and keeps them alive, their bind mounts
+//! network, IPC and UTS namespaces (network and IPC only where the pod does
+//! not share the host's) and keeps them alive, their bind mounts
 //! under the sandbox's directory (so containers join them by path and they
 //! outlive a holder that dies), and the pod's cgroup.
 //!
@@ -19,11 +20,42 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
 use super::error::{CriError, Result};
-use super::state::process_start;
+use super::state::{process_start, HostNamespaces};
 use crate::executor::cgroups::{self, DeviceRule, Resources};
 
-/// The namespaces a sandbox keeps, by their /proc/<pid>/ns names.
+/// The namespaces a sandbox may keep, by their /proc/<pid>/ns names.
 pub const POD_NAMESPACES: [&str; 3] = ["net", "ipc", "uts"];
+
+/// Which host namespaces `config` asks its pod to share.
+pub fn host_namespaces(config: &cri::PodSandboxConfig) -> HostNamespaces {
+    let options = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .cloned()
+        .unwrap_or_default();
+    let node = cri::NamespaceMode::Node as i32;
+    HostNamespaces {
+        network: options.network == node,
+        ipc: options.ipc == node,
+        pid: options.pid == node,
+    }
+}
+
+/// The namespaces a sandbox sharing `host` keeps of its own: always UTS
+/// (so a pod's hostname never changes the node's), network and IPC unless
+/// it shares the host's.
+pub fn own_namespaces(host: HostNamespaces) -> Vec<&'static str> {
+    POD_NAMESPACES
+        .into_iter()
+        .filter(|name| match *name {
+            "net" => !host.network,
+            "ipc" => !host.ipc,
+            _ => true,
+        })
+        .collect()
+}
 
 /// The holder's cgroup, a child of the pod's: on cgroup v2 a cgroup with
 /// processes cannot also delegate controllers to its children, so the pod
@@ -47,13 +79,21 @@ pub struct Holder {
 pub const ETC_FILES: [(&str, &str); 2] =
     [("hostname", "/etc/hostname"), ("resolv.conf", "/etc/resolv.conf")];
 
-/// Writes the pod's /etc/hostname and (when the config has DNS settings)
-/// /etc/resolv.conf into the sandbox directory, for containers to mount.
+/// Writes the pod's /etc/hostname (the node's where the config sets none,
+/// as the pod's UTS namespace then keeps the node's name) and (when the
+/// config has DNS settings) /etc/resolv.conf into the sandbox directory,
+/// for containers to mount.
 pub fn write_etc_files(sandbox_dir: &Path, config: &cri::PodSandboxConfig) -> Result<()> {
-    if !config.hostname.is_empty() {
-        let path = sandbox_dir.join("hostname");
-        fs::write(&path, format!("{}\n", config.hostname)).map_err(CriError::io(&path))?;
-    }
+    let hostname = if config.hostname.is_empty() {
+        nix::unistd::gethostname()
+            .map_err(CriError::sys("read the node's hostname"))?
+            .to_string_lossy()
+            .into_owned()
+    } else {
+        config.hostname.clone()
+    };
+    let path = sandbox_dir.join("hostname");
+    fs::write(&path, format!("{hostname}\n")).map_err(CriError::io(&path))?;
     if let Some(dns) = &config.dns_config {
         let mut text = String::new();
         if !dns.searches.is_empty() {
@@ -76,20 +116,28 @@ pub fn ns_path(sandbox_dir: &Path, name: &str) -> PathBuf {
     sandbox_dir.join("ns").join(name)
 }
 
-/// Starts the holder with fresh namespaces and `hostname`, and bind-mounts
-/// its namespaces under `sandbox_dir/ns/`. On error nothing is left behind.
-pub fn start_holder(sandbox_dir: &Path, hostname: &str) -> Result<Holder> {
+/// Starts the holder with fresh namespaces (but for the host ones in
+/// `host`) and `hostname`, and bind-mounts its own namespaces under
+/// `sandbox_dir/ns/`. On error nothing is left behind.
+pub fn start_holder(sandbox_dir: &Path, hostname: &str, host: HostNamespaces) -> Result<Holder> {
     if hostname.len() > MAX_HOSTNAME || hostname.contains('\0') {
         return Err(CriError::InvalidArgument(format!("hostname {hostname:?} is not valid")));
     }
     let name = CString::new(hostname)
         .map_err(|_| CriError::InvalidArgument("hostname contains NUL".into()))?;
+    let mut flags = libc::CLONE_NEWUTS;
+    if !host.network {
+        flags |= libc::CLONE_NEWNET;
+    }
+    if !host.ipc {
+        flags |= libc::CLONE_NEWIPC;
+    }
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(CriError::sys("pipe for sandbox holder"))?;
     // SAFETY: the child runs only `holder_main`, which makes raw system
     // calls on memory prepared before the fork and never returns.
     let pid = match unsafe { nix::unistd::fork() }.map_err(CriError::sys("fork sandbox holder"))? {
-        ForkResult::Child => holder_main(&name, ready_w.as_raw_fd()),
+        ForkResult::Child => holder_main(&name, flags, ready_w.as_raw_fd()),
         ForkResult::Parent { child } => child,
     };
     drop(ready_w);
@@ -112,7 +160,7 @@ pub fn start_holder(sandbox_dir: &Path, hostname: &str) -> Result<Holder> {
         });
     }
     let holder = Holder { pid: pid.as_raw(), start: process_start(pid.as_raw()).unwrap_or(0) };
-    if let Err(e) = bind_namespaces(sandbox_dir, pid) {
+    if let Err(e) = bind_namespaces(sandbox_dir, pid, host) {
         stop_holder(holder);
         unmount_namespaces(sandbox_dir);
         return Err(e);
@@ -134,9 +182,10 @@ fn read_full(fd: &std::os::fd::OwnedFd, buf: &mut [u8]) -> usize {
     done
 }
 
-/// The holder: new namespaces, hostname, loopback up, then report and wait.
-/// Reports `(step, errno)`, step 0 meaning ready.
-fn holder_main(hostname: &CString, ready: i32) -> ! {
+/// The holder: new namespaces (`flags` for unshare), hostname, loopback up
+/// in a new network namespace, then report and wait. Reports `(step,
+/// errno)`, step 0 meaning ready.
+fn holder_main(hostname: &CString, flags: libc::c_int, ready: i32) -> ! {
     let report = |step: i32, errno: i32| {
         let mut msg = [0u8; 8];
         msg[..4].copy_from_slice(&step.to_ne_bytes());
@@ -147,7 +196,7 @@ fn holder_main(hostname: &CString, ready: i32) -> ! {
     let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
     // SAFETY: raw system calls on valid pointers; no allocation happens here.
     unsafe {
-        if libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) != 0 {
+        if libc::unshare(flags) != 0 {
             report(1, errno());
             libc::_exit(1);
         }
@@ -156,9 +205,11 @@ fn holder_main(hostname: &CString, ready: i32) -> ! {
             report(2, errno());
             libc::_exit(1);
         }
-        if let Err(e) = loopback_up() {
-            report(3, e);
-            libc::_exit(1);
+        if flags & libc::CLONE_NEWNET != 0 {
+            if let Err(e) = loopback_up() {
+                report(3, e);
+                libc::_exit(1);
+            }
         }
         libc::prctl(libc::PR_SET_NAME, c"berth-sandbox".as_ptr());
         // Not pinning the directory it was started from.
@@ -197,10 +248,10 @@ unsafe fn loopback_up() -> std::result::Result<(), i32> {
     result
 }
 
-fn bind_namespaces(sandbox_dir: &Path, pid: Pid) -> Result<()> {
+fn bind_namespaces(sandbox_dir: &Path, pid: Pid, host: HostNamespaces) -> Result<()> {
     let dir = sandbox_dir.join("ns");
     fs::create_dir_all(&dir).map_err(CriError::io(&dir))?;
-    for name in POD_NAMESPACES {
+    for name in own_namespaces(host) {
         let target = ns_path(sandbox_dir, name);
         fs::File::create(&target).map_err(CriError::io(&target))?;
         let source = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
@@ -210,7 +261,8 @@ fn bind_namespaces(sandbox_dir: &Path, pid: Pid) -> Result<()> {
     Ok(())
 }
 
-/// Unmounts the namespace bind mounts; missing ones are fine.
+/// Unmounts the namespace bind mounts; missing ones (the host's namespaces
+/// a sandbox shares have none) are fine.
 pub fn unmount_namespaces(sandbox_dir: &Path) {
     for name in POD_NAMESPACES {
         let target = ns_path(sandbox_dir, name);

@@ -422,7 +422,8 @@ impl ImageService for CriService {
             let mut info = std::collections::BTreeMap::new();
             if req.verbose {
                 if let Some(i) = &image {
-                    let detail = serde_json::json!({"config": i.config, "platform": i.platform});
+                    let layers: Vec<String> = i.layers.iter().map(|l| l.digest.to_string()).collect();
+                    let detail = serde_json::json!({"config": i.config, "platform": i.platform, "layers": layers});
                     info.insert("info".to_string(), detail.to_string());
                 }
             }

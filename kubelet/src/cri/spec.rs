@@ -1,25 +1,68 @@
 //! The OCI runtime spec of a CRI container: what to run (the config over the
 //! image's defaults), as whom, with which mounts and limits, in the pod's
-//! network, IPC and UTS namespaces and its own mount and PID namespaces.
+//! network, IPC and UTS namespaces (or the host's network and IPC ones where
+//! the sandbox shares them) and its own mount and PID namespaces, and
+//! how confined: capabilities (containerd's default set, or the config's
+//! adds and drops), masked and read-only /proc paths, seccomp, and for a
+//! privileged container none of these.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use berth_proto::cri_v1 as cri;
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCpuBuilder, LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup,
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources, LinuxResourcesBuilder, MountBuilder,
-    RootBuilder, Spec, UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDevice,
+    LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources,
+    LinuxResourcesBuilder, LinuxSeccomp, MountBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 use super::error::{CriError, Result};
 use super::sandbox::{ns_path, ETC_FILES};
+use super::state::HostNamespaces;
 use crate::executor::cgroups::Resources;
 use crate::image::RunConfig;
 
 /// PATH for images that set none, the one most images assume.
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// containerd's (and so Kubernetes') default capabilities.
+pub const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// /proc and /sys paths hidden from every unprivileged container, as
+/// containerd hides them.
+const MASKED_PATHS: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// /proc paths every unprivileged container sees read-only.
+const READONLY_PATHS: [&str; 5] =
+    ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// Everything the spec is built from.
 pub struct SpecInput<'a> {
@@ -27,6 +70,124 @@ pub struct SpecInput<'a> {
     pub image: &'a RunConfig,
     pub rootfs: &'a Path,
     pub sandbox_dir: &'a Path,
+    /// The host's namespaces the sandbox shares; its containers share them.
+    pub sandbox_host: HostNamespaces,
+    /// The sandbox's sysctls (PodSandboxConfig.linux.sysctls), set in each
+    /// of its containers' namespaces.
+    pub sysctls: &'a BTreeMap<String, String>,
+}
+
+/// The capability set of a container: containerd's default set, or every
+/// capability the runtime holds when privileged, with the config's adds and then drops
+/// applied ("ALL" adds or drops everything; names with or without the
+/// `CAP_` prefix). Unknown names are refused.
+pub fn capabilities(sc: Option<&cri::LinuxContainerSecurityContext>) -> Result<Vec<String>> {
+    let known: std::collections::BTreeSet<String> =
+        caps::all().into_iter().map(|c| c.to_string()).collect();
+    // "All" is what the runtime itself holds, as containerd gives it.
+    let all: std::collections::BTreeSet<String> = caps::read(None, caps::CapSet::Permitted)
+        .map_err(|e| CriError::InvalidArgument(format!("read the runtime's capabilities: {e}")))?
+        .into_iter()
+        .map(|c| c.to_string())
+        .collect();
+    let privileged = sc.is_some_and(|s| s.privileged);
+    let mut set: std::collections::BTreeSet<String> = if privileged {
+        all.clone()
+    } else {
+        DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect()
+    };
+    let Some(c) = sc.and_then(|s| s.capabilities.as_ref()) else {
+        return Ok(set.into_iter().collect());
+    };
+    let name = |raw: &str| -> Result<String> {
+        let upper = raw.to_ascii_uppercase();
+        let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+        if known.contains(&full) {
+            Ok(full)
+        } else {
+            Err(CriError::InvalidArgument(format!("unknown capability {raw:?}")))
+        }
+    };
+    let is_all = |raw: &String| raw.eq_ignore_ascii_case("ALL");
+    if c.add_capabilities.iter().any(is_all) {
+        set = all.clone();
+    }
+    if c.drop_capabilities.iter().any(is_all) {
+        set.clear();
+    }
+    for raw in c.add_capabilities.iter().filter(|r| !is_all(r)) {
+        set.insert(name(raw)?);
+    }
+    for raw in c.drop_capabilities.iter().filter(|r| !is_all(r)) {
+        set.remove(&name(raw)?);
+    }
+    Ok(set.into_iter().collect())
+}
+
+/// The seccomp profile the config asks for: none for Unconfined, an absent
+/// profile or a privileged container; berth's default for RuntimeDefault;
+/// the file's for Localhost (an OCI or Docker-format JSON profile).
+pub fn seccomp(
+    sc: Option<&cri::LinuxContainerSecurityContext>,
+    capabilities: &[String],
+) -> Result<Option<LinuxSeccomp>> {
+    use cri::security_profile::ProfileType;
+    let Some(sc) = sc else { return Ok(None) };
+    let Some(profile) = sc.seccomp.as_ref().filter(|_| !sc.privileged) else { return Ok(None) };
+    match ProfileType::try_from(profile.profile_type) {
+        Ok(ProfileType::Unconfined) => Ok(None),
+        Ok(ProfileType::RuntimeDefault) => {
+            Ok(Some(crate::executor::seccomp_runtime_default(capabilities)))
+        }
+        Ok(ProfileType::Localhost) => {
+            let path = Path::new(&profile.localhost_ref);
+            if !path.is_absolute() {
+                return Err(CriError::InvalidArgument(format!(
+                    "seccomp profile {:?} is not an absolute path",
+                    profile.localhost_ref
+                )));
+            }
+            let text = std::fs::read(path).map_err(CriError::io(path))?;
+            serde_json::from_slice(&text).map(Some).map_err(|e| {
+                CriError::InvalidArgument(format!("seccomp profile {}: {e}", path.display()))
+            })
+        }
+        Err(_) => Err(CriError::InvalidArgument(format!(
+            "unknown seccomp profile type {}",
+            profile.profile_type
+        ))),
+    }
+}
+
+/// Every device node under the host's /dev (not its pseudo-terminals,
+/// shared memory or queues), for a privileged container.
+fn host_devices() -> Vec<cri::Device> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = Vec::new();
+    let mut dirs = vec![PathBuf::from("/dev")];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_dir() {
+                if !["/dev/pts", "/dev/shm", "/dev/mqueue"].contains(&path.to_str().unwrap_or("")) {
+                    dirs.push(path);
+                }
+            } else if (kind.is_char_device() || kind.is_block_device())
+                && !["/dev/console", "/dev/ptmx"].contains(&path.to_str().unwrap_or(""))
+            {
+                let p = path.display().to_string();
+                out.push(cri::Device {
+                    container_path: p.clone(),
+                    host_path: p,
+                    permissions: "rwm".into(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.container_path.cmp(&b.container_path));
+    out
 }
 
 /// The container's argv, following Kubernetes: `command` replaces the
@@ -176,13 +337,11 @@ fn oci_resources(r: &Resources) -> Result<LinuxResources> {
 /// The config's device nodes (a device plugin's allocation, say): each
 /// host node made at its container path, with a cgroup rule granting the
 /// permissions asked for.
-pub fn devices(
-    config: &cri::ContainerConfig,
-) -> Result<(Vec<LinuxDevice>, Vec<LinuxDeviceCgroup>)> {
+pub fn devices(list: &[cri::Device]) -> Result<(Vec<LinuxDevice>, Vec<LinuxDeviceCgroup>)> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let mut nodes = Vec::new();
     let mut rules = Vec::new();
-    for d in &config.devices {
+    for d in list {
         let bad = |why: String| CriError::InvalidArgument(format!("device {}: {why}", d.host_path));
         if d.container_path.is_empty() || !d.container_path.starts_with('/') {
             return Err(bad(format!("container path {:?} is not absolute", d.container_path)));
@@ -248,9 +407,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     }
     let linux_config = config.linux.as_ref();
     let sc = linux_config.and_then(|l| l.security_context.as_ref());
-    if sc.is_some_and(|s| s.privileged) {
-        return Err(CriError::Unsupported("privileged containers".into()));
-    }
+    let privileged = sc.is_some_and(|s| s.privileged);
+    let capability_set = capabilities(sc)?;
+    let seccomp = seccomp(sc, &capability_set)?;
     let mut spec = Spec::default();
     spec.set_hostname(None);
 
@@ -284,9 +443,28 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
             process.set_oom_score_adj(Some(adj));
         }
     }
-    if let Some(s) = sc {
-        process.set_no_new_privileges(Some(s.no_new_privs));
-    }
+    // no_new_privs only when asked (allowPrivilegeEscalation: false).
+    process.set_no_new_privileges(Some(sc.is_some_and(|s| s.no_new_privs)));
+    // Capabilities newer than the OCI library's list are left out, as the
+    // executor leaves out ones its kernel library does not know.
+    let oci_caps: oci_spec::runtime::Capabilities = capability_set
+        .iter()
+        .filter_map(|c| serde_json::from_value::<Capability>(serde_json::json!(c)).ok())
+        .collect();
+    // A non-root user keeps the set as its bounding set only; its effective
+    // and permitted sets start empty, as Docker gives them, so only
+    // setuid-root or file-capability programs can raise them again.
+    let held = if uid == 0 { oci_caps.clone() } else { Default::default() };
+    process.set_capabilities(Some(
+        LinuxCapabilitiesBuilder::default()
+            .bounding(oci_caps)
+            .effective(held.clone())
+            .permitted(held)
+            .inheritable(oci_spec::runtime::Capabilities::default())
+            .ambient(oci_spec::runtime::Capabilities::default())
+            .build()
+            .map_err(spec_error)?,
+    ));
 
     spec.set_root(Some(
         RootBuilder::default()
@@ -297,6 +475,13 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     ));
 
     let mut mounts = spec.mounts().clone().unwrap_or_default();
+    if privileged {
+        // A privileged container's /sys is writable, as in runc and containerd.
+        for m in mounts.iter_mut().filter(|m| m.destination() == Path::new("/sys")) {
+            let options = m.options().clone().unwrap_or_default();
+            m.set_options(Some(options.into_iter().filter(|o| o != "ro").collect()));
+        }
+    }
     for (file, destination) in ETC_FILES {
         let source = input.sandbox_dir.join(file);
         if source.exists() {
@@ -351,32 +536,71 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     spec.set_annotations(Some(annotations.into_iter().collect()));
 
     let limits = resources(linux_config.and_then(|l| l.resources.as_ref()));
-    let (device_nodes, device_rules) = devices(config)?;
+    let mut device_list = config.devices.clone();
+    if privileged {
+        let asked: Vec<String> = device_list.iter().map(|d| d.container_path.clone()).collect();
+        device_list
+            .extend(host_devices().into_iter().filter(|d| !asked.contains(&d.container_path)));
+    }
+    let (device_nodes, mut device_rules) = devices(&device_list)?;
+    if privileged {
+        device_rules.insert(
+            0,
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(LinuxDeviceType::A)
+                .access("rwm")
+                .build()
+                .map_err(spec_error)?,
+        );
+    }
     let mut oci_limits = oci_resources(&limits)?;
     oci_limits.set_devices(Some(device_rules));
-    let defaults = spec.linux().clone().unwrap_or_default();
-    let linux = LinuxBuilder::default()
-        .namespaces(vec![
-            namespace(LinuxNamespaceType::Pid, None)?,
-            namespace(LinuxNamespaceType::Mount, None)?,
-            namespace(LinuxNamespaceType::Network, Some(ns_path(input.sandbox_dir, "net")))?,
-            namespace(LinuxNamespaceType::Ipc, Some(ns_path(input.sandbox_dir, "ipc")))?,
-            namespace(LinuxNamespaceType::Uts, Some(ns_path(input.sandbox_dir, "uts")))?,
-        ])
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces(sc, input.sandbox_dir, input.sandbox_host)?)
         .resources(oci_limits)
         .devices(device_nodes)
-        .masked_paths(match sc.map(|s| &s.masked_paths).filter(|p| !p.is_empty()) {
-            Some(p) => p.clone(),
-            None => defaults.masked_paths().clone().unwrap_or_default(),
-        })
-        .readonly_paths(match sc.map(|s| &s.readonly_paths).filter(|p| !p.is_empty()) {
-            Some(p) => p.clone(),
-            None => defaults.readonly_paths().clone().unwrap_or_default(),
-        })
         .build()
         .map_err(spec_error)?;
+    let paths = |given: Option<&Vec<String>>, default: &[&str]| match given {
+        _ if privileged => Vec::new(),
+        Some(p) if !p.is_empty() => p.clone(),
+        _ => default.iter().map(|p| p.to_string()).collect(),
+    };
+    linux.set_masked_paths(Some(paths(sc.map(|s| &s.masked_paths), &MASKED_PATHS)));
+    linux.set_readonly_paths(Some(paths(sc.map(|s| &s.readonly_paths), &READONLY_PATHS)));
+    linux.set_seccomp(seccomp);
+    if !input.sysctls.is_empty() {
+        linux.set_sysctl(Some(input.sysctls.clone().into_iter().collect()));
+    }
     spec.set_linux(Some(linux));
     Ok(spec)
+}
+
+/// The container's namespaces: the sandbox's network, IPC and UTS ones
+/// (none, so the host's, for network and IPC where the sandbox shares the
+/// host's: a container cannot differ from its pod there), its own mount
+/// namespace, and its own PID namespace unless the config or the sandbox
+/// asks for the host's.
+fn namespaces(
+    sc: Option<&cri::LinuxContainerSecurityContext>,
+    sandbox_dir: &Path,
+    host: HostNamespaces,
+) -> Result<Vec<LinuxNamespace>> {
+    let options = sc.and_then(|s| s.namespace_options.clone()).unwrap_or_default();
+    let node = cri::NamespaceMode::Node as i32;
+    let mut out = vec![namespace(LinuxNamespaceType::Mount, None)?];
+    if options.pid != node && !host.pid {
+        out.push(namespace(LinuxNamespaceType::Pid, None)?);
+    }
+    if !host.network {
+        out.push(namespace(LinuxNamespaceType::Network, Some(ns_path(sandbox_dir, "net")))?);
+    }
+    if !host.ipc {
+        out.push(namespace(LinuxNamespaceType::Ipc, Some(ns_path(sandbox_dir, "ipc")))?);
+    }
+    out.push(namespace(LinuxNamespaceType::Uts, Some(ns_path(sandbox_dir, "uts")))?);
+    Ok(out)
 }
 
 fn metadata_name(config: &cri::ContainerConfig) -> String {
@@ -444,7 +668,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let (nodes, rules) = devices(&config("/dev/null", "rw")).unwrap();
+        let (nodes, rules) = devices(&config("/dev/null", "rw").devices).unwrap();
         assert_eq!(nodes[0].path(), Path::new("/dev/xdev"));
         assert_eq!(
             (nodes[0].typ(), nodes[0].major(), nodes[0].minor()),
@@ -452,9 +676,164 @@ mod tests {
         );
         assert_eq!(rules[0].access().as_deref(), Some("rw"));
         assert_eq!((rules[0].major(), rules[0].minor()), (Some(1), Some(3)));
-        assert!(devices(&config("/etc/hostname", "")).is_err(), "a plain file is not a device");
-        assert!(devices(&config("/dev/null", "rwx")).is_err());
-        assert!(devices(&config("/no/such/node", "")).is_err());
+        assert!(
+            devices(&config("/etc/hostname", "").devices).is_err(),
+            "a plain file is not a device"
+        );
+        assert!(devices(&config("/dev/null", "rwx").devices).is_err());
+        assert!(devices(&config("/no/such/node", "").devices).is_err());
+    }
+
+    fn secure(sc: cri::LinuxContainerSecurityContext) -> cri::ContainerConfig {
+        cri::ContainerConfig {
+            linux: Some(cri::LinuxContainerConfig {
+                security_context: Some(sc),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn built(config: &cri::ContainerConfig) -> Spec {
+        let dir = tempfile::tempdir().unwrap();
+        build(&SpecInput {
+            config,
+            image: &image(),
+            rootfs: dir.path(),
+            sandbox_dir: dir.path(),
+            sandbox_host: HostNamespaces::default(),
+            sysctls: &[("net.ipv4.tcp_syncookies".to_string(), "1".to_string())].into(),
+        })
+        .unwrap()
+    }
+
+    fn caps_of(spec: &Spec) -> (Vec<String>, Vec<String>) {
+        let c = spec.process().as_ref().unwrap().capabilities().clone().unwrap();
+        let sorted = |set: &Option<oci_spec::runtime::Capabilities>| {
+            let mut v: Vec<String> = set
+                .iter()
+                .flatten()
+                .map(|c| format!("CAP_{c}").replace("CAP_CAP_", "CAP_"))
+                .collect();
+            v.sort();
+            v
+        };
+        (sorted(c.bounding()), sorted(c.effective()))
+    }
+
+    fn profile(kind: cri::security_profile::ProfileType) -> Option<cri::SecurityProfile> {
+        Some(cri::SecurityProfile { profile_type: kind as i32, localhost_ref: String::new() })
+    }
+
+    #[test]
+    fn containers_get_containerds_defaults() {
+        let spec = built(&secure(cri::LinuxContainerSecurityContext {
+            seccomp: profile(cri::security_profile::ProfileType::RuntimeDefault),
+            ..Default::default()
+        }));
+        let mut expected: Vec<String> =
+            DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        expected.sort();
+        assert_eq!(caps_of(&spec), (expected.clone(), expected));
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(linux.masked_paths().as_ref().unwrap().contains(&"/proc/kcore".to_string()));
+        assert!(linux.readonly_paths().as_ref().unwrap().contains(&"/proc/sys".to_string()));
+        assert!(linux.seccomp().is_some(), "RuntimeDefault gives the default profile");
+        let ns: Vec<_> = linux.namespaces().iter().flatten().map(|n| n.typ()).collect();
+        assert!(ns.contains(&LinuxNamespaceType::Pid));
+        assert_eq!(linux.sysctl().as_ref().unwrap()["net.ipv4.tcp_syncookies"], "1");
+        assert_eq!(spec.process().as_ref().unwrap().no_new_privileges(), Some(false));
+        // No profile asked for: none (the agent asks for RuntimeDefault).
+        let bare = built(&cri::ContainerConfig::default());
+        assert!(bare.linux().as_ref().unwrap().seccomp().is_none());
+    }
+
+    #[test]
+    fn adds_and_drops_follow_kubernetes_names() {
+        let with = |add: &[&str], drop: &[&str]| {
+            let sc = cri::LinuxContainerSecurityContext {
+                capabilities: Some(cri::Capability {
+                    add_capabilities: add.iter().map(|c| c.to_string()).collect(),
+                    drop_capabilities: drop.iter().map(|c| c.to_string()).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            capabilities(Some(&sc))
+        };
+        let caps = with(&["NET_ADMIN"], &["KILL", "CAP_CHOWN"]).unwrap();
+        assert!(caps.contains(&"CAP_NET_ADMIN".to_string()));
+        assert!(
+            !caps.contains(&"CAP_KILL".to_string()) && !caps.contains(&"CAP_CHOWN".to_string())
+        );
+        assert_eq!(with(&["NET_BIND_SERVICE"], &["ALL"]).unwrap(), ["CAP_NET_BIND_SERVICE"]);
+        assert!(with(&["ALL"], &[]).unwrap().contains(&"CAP_SYS_ADMIN".to_string()));
+        assert!(with(&["NOT_A_CAP"], &[]).is_err());
+    }
+
+    #[test]
+    fn privileged_containers_are_unconfined() {
+        let spec = built(&secure(cri::LinuxContainerSecurityContext {
+            privileged: true,
+            seccomp: profile(cri::security_profile::ProfileType::RuntimeDefault),
+            ..Default::default()
+        }));
+        let (bounding, effective) = caps_of(&spec);
+        assert!(bounding.contains(&"CAP_SYS_ADMIN".to_string()) && bounding == effective);
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(linux.seccomp().is_none());
+        assert!(linux.masked_paths().as_ref().unwrap().is_empty());
+        assert!(linux.readonly_paths().as_ref().unwrap().is_empty());
+        let rules = linux.resources().as_ref().unwrap().devices().clone().unwrap();
+        assert_eq!(rules[0].typ(), Some(LinuxDeviceType::A));
+        assert_eq!(rules[0].access().as_deref(), Some("rwm"));
+        let sys = spec.mounts().iter().flatten().find(|m| m.destination() == Path::new("/sys"));
+        assert!(!sys.unwrap().options().iter().flatten().any(|o| o == "ro"));
+    }
+
+    #[test]
+    fn non_root_users_and_host_pid_namespaces() {
+        let spec = built(&secure(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            no_new_privs: true,
+            namespace_options: Some(cri::NamespaceOption {
+                pid: cri::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+        let (bounding, effective) = caps_of(&spec);
+        assert_eq!(bounding.len(), DEFAULT_CAPABILITIES.len());
+        assert!(effective.is_empty(), "a non-root user holds no capability");
+        assert_eq!(spec.process().as_ref().unwrap().no_new_privileges(), Some(true));
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(!linux.namespaces().iter().flatten().any(|n| n.typ() == LinuxNamespaceType::Pid));
+    }
+
+    #[test]
+    fn containers_share_the_host_namespaces_their_sandbox_shares() {
+        let dir = tempfile::tempdir().unwrap();
+        let namespaces_of = |host: HostNamespaces| {
+            let spec = build(&SpecInput {
+                config: &cri::ContainerConfig::default(),
+                image: &image(),
+                rootfs: dir.path(),
+                sandbox_dir: dir.path(),
+                sandbox_host: host,
+                sysctls: &BTreeMap::new(),
+            })
+            .unwrap();
+            let linux = spec.linux().clone().unwrap();
+            linux.namespaces().clone().unwrap_or_default()
+        };
+        let all = HostNamespaces { network: true, ipc: true, pid: true };
+        let types: Vec<_> = namespaces_of(all).iter().map(|n| n.typ()).collect();
+        assert_eq!(types, [LinuxNamespaceType::Mount, LinuxNamespaceType::Uts]);
+        let own = namespaces_of(HostNamespaces::default());
+        let net = own.iter().find(|n| n.typ() == LinuxNamespaceType::Network).unwrap();
+        assert_eq!(net.path().as_deref(), Some(ns_path(dir.path(), "net").as_path()));
+        assert!(own.iter().any(|n| n.typ() == LinuxNamespaceType::Ipc));
+        assert!(own.iter().any(|n| n.typ() == LinuxNamespaceType::Pid));
     }
 
     #[test]

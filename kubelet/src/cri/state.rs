@@ -46,6 +46,23 @@ pub struct SandboxRecord {
     /// The pod's address from its CNI network, when it has one.
     #[serde(default)]
     pub ip: Option<String>,
+    /// The host's namespaces the sandbox shares instead of having its own
+    /// (records from before this field had their own of each).
+    #[serde(default)]
+    pub host: HostNamespaces,
+}
+
+/// Which of the host's namespaces a sandbox and its containers share (the
+/// CRI's NamespaceMode NODE). A sandbox sharing the host's network
+/// namespace has no pod network: no CNI plugin ever runs for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostNamespaces {
+    #[serde(default)]
+    pub network: bool,
+    #[serde(default)]
+    pub ipc: bool,
+    #[serde(default)]
+    pub pid: bool,
 }
 
 /// A container's lifecycle as CRI sees it.
@@ -190,10 +207,18 @@ mod tests {
             holder_start: 7,
             cgroup: "/berth/pod".into(),
             ip: Some("10.88.0.2".into()),
+            host: HostNamespaces { network: true, ipc: false, pid: true },
         };
         save_json(&path, &record).unwrap();
         let back: SandboxRecord = load_json(&path).unwrap();
         assert_eq!(back.holder_pid, 42);
+        assert_eq!(back.host, record.host);
+        // A record written before sandboxes could share the host's
+        // namespaces had its own of each.
+        let old = br#"{"id": "a", "created_at": 1, "phase": "Ready", "holder_pid": 3,
+            "holder_start": 4, "cgroup": "/berth/pod", "ip": "10.88.0.3"}"#;
+        let old: SandboxRecord = serde_json::from_slice(old).unwrap();
+        assert_eq!(old.host, HostNamespaces::default());
         assert!(!path.with_extension("tmp").exists());
         assert!(process_start(std::process::id() as i32).is_some());
     }

@@ -27,6 +27,7 @@ use super::error::{ExecutorError, Result};
 use super::log::LogPump;
 use super::process::{self, ChildStdio, InitPlan, Join};
 use super::rootfs::DEFAULT_DEVICES;
+use super::seccomp;
 
 /// How long `start` waits for init to take the start signal.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -243,6 +244,11 @@ impl Container {
         // A user namespace must be joined before the others it owns.
         join_ns.sort_by_key(|(_, f)| *f != CloneFlags::CLONE_NEWUSER);
 
+        let seccomp = linux
+            .and_then(|l| l.seccomp().as_ref())
+            .map(seccomp::compile)
+            .transpose()
+            .map_err(ExecutorError::Seccomp)?;
         let (stdio, log) = child_stdio(&opts.stdio)?;
         let console = opts.console_socket.as_deref().map(console::connect).transpose()?;
         let (sync_r, sync_w) =
@@ -262,6 +268,7 @@ impl Container {
             state_dir: state_fd,
             stdio,
             console,
+            seccomp,
         };
 
         // SAFETY: the child only runs `process::intermediate`, which sticks to
@@ -478,6 +485,15 @@ impl Container {
                 namespaces.push((open_ns(&path)?, ns_flag(name)));
             }
         }
+        // An exec'd process is filtered as the container's own is.
+        let spec = load_spec(&self.record.bundle)?;
+        let seccomp = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+            .map(seccomp::compile)
+            .transpose()
+            .map_err(ExecutorError::Seccomp)?;
         let (stdio, log) = child_stdio(&stdio)?;
         let (sync_r, sync_w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ExecutorError::sys("sync pipe"))?;
@@ -489,7 +505,7 @@ impl Container {
                     &join,
                     CloneFlags::empty(),
                     || Ok(()),
-                    || process::exec_process(process, &stdio),
+                    || process::exec_process(process, &stdio, seccomp.as_ref()),
                 ),
                 ForkResult::Parent { child } => child,
             };
@@ -749,10 +765,9 @@ fn resources_from_spec(spec: &Spec) -> Resources {
     }
     out.devices.push(allow('c', Some(5), Some(2))); // /dev/ptmx
     out.devices.push(allow('c', Some(136), None)); // /dev/pts/*
-    for d in linux.and_then(|l| l.devices().as_deref()).unwrap_or_default() {
-        let kind = d.typ().as_str().chars().next().unwrap_or('c');
-        out.devices.push(allow(kind, Some(d.major()), Some(d.minor())));
-    }
+                                                   // The nodes of linux.devices get no rule of their own: their access is
+                                                   // what linux.resources.devices grants (a device plugin's "r" stays
+                                                   // read-only), as in runc.
     out
 }
 

@@ -72,6 +72,10 @@ pub enum ExecutorError {
     /// for its exit status; poll `state` instead.
     #[error("container {0}: exit status is only known to the process that created it")]
     NotParent(String),
+
+    /// The spec's linux.seccomp cannot be compiled: fix the profile.
+    #[error(transparent)]
+    Seccomp(super::seccomp::SeccompError),
 }
 
 pub type Result<T, E = ExecutorError> = std::result::Result<T, E>;

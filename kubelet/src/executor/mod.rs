@@ -1,6 +1,6 @@
 //! The OCI executor: runs a container from an OCI bundle (config.json plus
 //! a rootfs) with Linux namespaces, pivot_root, mounts, capabilities,
-//! rlimits and cgroup limits, and drives its lifecycle the way runc does
+//! rlimits, seccomp filters and cgroup limits, and drives its lifecycle the way runc does
 //! (create, start, state, kill, exec, delete).
 //!
 //! The split follows youki: [`Container`] holds the lifecycle logic,
@@ -16,6 +16,7 @@ mod error;
 mod log;
 mod process;
 mod rootfs;
+mod seccomp;
 
 #[cfg(test)]
 mod tests;
@@ -24,3 +25,4 @@ pub use cli::runtime_main;
 pub use container::{Container, CreateOptions, ExecProcess, ExitStatus, Stdio};
 pub use error::ExecutorError;
 pub use log::{parse_record, LogRecord};
+pub use seccomp::{runtime_default as seccomp_runtime_default, SeccompError};

@@ -20,6 +20,7 @@ use oci_spec::runtime::{PosixRlimitType, Process, Spec};
 use super::channel::{send, Message};
 use super::console;
 use super::rootfs::{self, Context, Step};
+use super::seccomp;
 
 /// Stack for the cloned container process until it execs.
 const CHILD_STACK_BYTES: usize = 1 << 20;
@@ -55,6 +56,8 @@ pub(crate) struct InitPlan<'a> {
     /// With process.terminal: the connected console socket; the terminal
     /// then replaces `stdio`.
     pub console: Option<OwnedFd>,
+    /// The spec's linux.seccomp, compiled.
+    pub seccomp: Option<seccomp::Program>,
 }
 
 /// The intermediate process: join, then clone the container process as a
@@ -175,14 +178,19 @@ pub(crate) fn init(plan: &InitPlan, sync: &OwnedFd) -> Step<Infallible> {
     drop(fifo);
     match terminal {
         // The terminal is fds 0-2 already; the slave's own fd closes on exec.
-        Some(_) => exec_process(process, &None),
-        None => exec_process(process, &plan.stdio),
+        Some(_) => exec_process(process, &None, plan.seccomp.as_ref()),
+        None => exec_process(process, &plan.stdio, plan.seccomp.as_ref()),
     }
 }
 
-/// Applies the process's rlimits, stdio, identity, capabilities and
-/// no_new_privileges, then execs it. Shared by init and exec.
-pub(crate) fn exec_process(process: &Process, stdio: &ChildStdio) -> Step<Infallible> {
+/// Applies the process's rlimits, stdio, identity, capabilities,
+/// no_new_privileges and seccomp filters, then execs it. Shared by init and
+/// exec.
+pub(crate) fn exec_process(
+    process: &Process,
+    stdio: &ChildStdio,
+    seccomp: Option<&seccomp::Program>,
+) -> Step<Infallible> {
     let args = process.args().as_deref().unwrap_or_default();
     let program = args.first().ok_or("process.args is empty")?;
     let env = process.env().as_deref().unwrap_or_default();
@@ -221,11 +229,23 @@ pub(crate) fn exec_process(process: &Process, stdio: &ChildStdio) -> Step<Infall
             return Err(format!("TIOCSCTTY: {}", std::io::Error::last_os_error()));
         }
     }
+    // The kernel takes a filter from a process with no_new_privs or with
+    // CAP_SYS_ADMIN. Without no_new_privs the filter goes on while this
+    // process still has every capability (as runc does), so the calls that
+    // set the identity below must pass it; with no_new_privs it goes on
+    // last.
+    let no_new_privs = process.no_new_privileges().unwrap_or(false);
+    if let (Some(program), false) = (seccomp, no_new_privs) {
+        seccomp::install(program)?;
+    }
     set_identity_and_caps(process)?;
-    if process.no_new_privileges().unwrap_or(false) {
+    if no_new_privs {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
+        }
+        if let Some(program) = seccomp {
+            seccomp::install(program)?;
         }
     }
     nix::unistd::chdir(process.cwd()).ctx(|| format!("chdir {}", process.cwd().display()))?;

@@ -436,3 +436,99 @@ fn terminal_master_goes_to_the_console_socket() {
     }
     assert_eq!(cli(&["delete", &f.id]), 0);
 }
+
+/// The runc spec's capabilities plus `extra`, in every set.
+fn with_caps(s: &mut Value, extra: &[&str]) {
+    let mut caps: Vec<Value> = s["process"]["capabilities"]["bounding"].as_array().unwrap().clone();
+    caps.extend(extra.iter().map(|c| json!(c)));
+    for set in ["bounding", "effective", "permitted"] {
+        s["process"]["capabilities"][set] = json!(caps);
+    }
+}
+
+const ESCAPES: &str = "busybox mount -t tmpfs t /tmp && echo mounted; \
+    busybox unshare -n true && echo unshared; grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status";
+
+#[test]
+fn runtime_default_seccomp_refuses_mount_and_unshare_even_with_cap_sys_admin() {
+    let Some(f) = Fixture::new("seccomp_default") else { return };
+    let (c, status) = f.run(&["sh", "-c", ESCAPES], |s| {
+        with_caps(s, &["CAP_SYS_ADMIN"]);
+        // The profile as for a container without CAP_SYS_ADMIN.
+        s["linux"]["seccomp"] = serde_json::to_value(super::seccomp::runtime_default(&[])).unwrap();
+    });
+    assert_eq!(status, ExitStatus::Exited(0), "stderr: {:?}", f.stream("stderr"));
+    assert_eq!(f.stdout(), ["NoNewPrivs:\t1", "Seccomp:\t2"]);
+    let stderr = f.stream("stderr").join("\n");
+    assert!(stderr.contains("Operation not permitted"), "{stderr}");
+    c.delete(false).unwrap();
+}
+
+#[test]
+fn without_seccomp_cap_sys_admin_can_mount_and_unshare() {
+    let Some(f) = Fixture::new("seccomp_none") else { return };
+    let (c, status) = f.run(&["sh", "-c", ESCAPES], |s| {
+        with_caps(s, &["CAP_SYS_ADMIN"]);
+        s["root"]["readonly"] = json!(false);
+    });
+    assert_eq!(status, ExitStatus::Exited(0), "stderr: {:?}", f.stream("stderr"));
+    assert_eq!(f.stdout(), ["mounted", "unshared", "NoNewPrivs:\t1", "Seccomp:\t0"]);
+    c.delete(false).unwrap();
+}
+
+#[test]
+fn seccomp_goes_on_without_no_new_privs_for_a_non_root_user() {
+    let Some(f) = Fixture::new("seccomp_no_nnp") else { return };
+    let (c, status) = f.run(&["sh", "-c", ESCAPES], |s| {
+        s["process"]["noNewPrivileges"] = json!(false);
+        s["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+        s["linux"]["seccomp"] = serde_json::to_value(super::seccomp::runtime_default(&[])).unwrap();
+    });
+    assert_eq!(status, ExitStatus::Exited(0), "stderr: {:?}", f.stream("stderr"));
+    assert_eq!(f.stdout(), ["NoNewPrivs:\t0", "Seccomp:\t2"]);
+    c.delete(false).unwrap();
+}
+
+#[test]
+fn exec_is_filtered_like_the_container() {
+    let Some(f) = Fixture::new("seccomp_exec") else { return };
+    let mut c = f.create(&["sleep", "60"], |s| {
+        s["linux"]["seccomp"] = serde_json::to_value(super::seccomp::runtime_default(&[])).unwrap();
+    });
+    c.start().unwrap();
+    let mut process: oci_spec::runtime::Process = serde_json::from_value(
+        serde_json::from_str::<Value>(RUNC_SPEC).unwrap()["process"].clone(),
+    )
+    .unwrap();
+    process.set_args(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "grep ^Seccomp: /proc/self/status".into(),
+    ]));
+    let out = f.dir.path().join("exec.log");
+    let mut p = c.exec(&process, Stdio::CriLog(out.clone())).unwrap();
+    assert_eq!(p.wait().unwrap(), ExitStatus::Exited(0));
+    let text = fs::read_to_string(&out).unwrap();
+    assert!(text.contains("Seccomp:\t2"), "{text}");
+    c.kill(Signal::SIGKILL, false).unwrap();
+    c.wait().unwrap();
+    c.delete(false).unwrap();
+}
+
+#[test]
+fn device_nodes_get_only_the_access_their_rules_give() {
+    let Some(f) = Fixture::new("device_access") else { return };
+    // /dev/fuse (10:229) is not among the devices every container gets.
+    let script = "true </dev/xk && echo read-ok; true >/dev/xk && echo write-ok; echo end";
+    let (c, status) = f.run(&["sh", "-c", script], |s| {
+        s["linux"]["devices"] =
+            json!([{"path": "/dev/xk", "type": "c", "major": 10, "minor": 229, "fileMode": 0o666}]);
+        s["linux"]["resources"]["devices"] = json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "r"}
+        ]);
+    });
+    assert_eq!(status, ExitStatus::Exited(0), "stderr: {:?}", f.stream("stderr"));
+    assert_eq!(f.stdout(), ["read-ok", "end"], "stderr: {:?}", f.stream("stderr"));
+    c.delete(false).unwrap();
+}

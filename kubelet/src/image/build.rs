@@ -10,7 +10,7 @@ use std::path::Path;
 /// The busybox applets linked into the image's /bin.
 const APPLETS: &[&str] = &[
     "sh", "sleep", "echo", "cat", "ls", "ps", "true", "false", "env", "id", "hostname", "ip",
-    "wget", "nc", "httpd", "mkdir", "rm", "touch", "date", "uname",
+    "wget", "nc", "httpd", "mkdir", "rm", "touch", "date", "uname", "stty",
 ];
 
 fn sha256(data: &[u8]) -> String {

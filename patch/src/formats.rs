@@ -3,37 +3,37 @@
 //! strategic merge patch (lists of named things merge by their key, as
 //! Kubernetes' merge keys say for the supported types).
 
-use crate::error::ApiError;
+use crate::PatchError;
 use serde_json::{Map, Value};
 
 /// A parsed patch, ready to apply.
-pub(crate) enum Patch {
+pub enum Patch {
     Merge(Value),
     Json(Vec<Value>),
     Strategic(Value),
 }
 
 impl Patch {
-    pub(crate) fn parse(content_type: &str, body: &[u8]) -> Result<Patch, ApiError> {
+    pub fn parse(content_type: &str, body: &[u8]) -> Result<Patch, PatchError> {
         let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::BadRequest(format!("the patch is not JSON: {e}")))?;
+            .map_err(|e| PatchError::BadRequest(format!("the patch is not JSON: {e}")))?;
         match content_type {
             "" | "application/merge-patch+json" => Ok(Patch::Merge(value)),
             "application/strategic-merge-patch+json" => match value {
                 Value::Object(_) => Ok(Patch::Strategic(value)),
-                _ => Err(ApiError::BadRequest("a strategic merge patch must be an object".into())),
+                _ => Err(PatchError::BadRequest("a strategic merge patch must be an object".into())),
             },
             "application/json-patch+json" => match value {
                 Value::Array(ops) => Ok(Patch::Json(ops)),
-                _ => Err(ApiError::BadRequest("a JSON patch must be an array of operations".into())),
+                _ => Err(PatchError::BadRequest("a JSON patch must be an array of operations".into())),
             },
-            other => Err(ApiError::UnsupportedMediaType(format!(
+            other => Err(PatchError::UnsupportedMediaType(format!(
                 "{other} (patches: application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json)"
             ))),
         }
     }
 
-    pub(crate) fn apply(&self, document: &mut Value) -> Result<(), ApiError> {
+    pub fn apply(&self, document: &mut Value) -> Result<(), PatchError> {
         match self {
             Patch::Merge(patch) => {
                 merge(document, patch);
@@ -46,7 +46,7 @@ impl Patch {
 }
 
 /// RFC 7386: objects merge key by key, null removes, anything else replaces.
-pub(crate) fn merge(target: &mut Value, patch: &Value) {
+fn merge(target: &mut Value, patch: &Value) {
     let Some(patch_map) = patch.as_object() else {
         *target = patch.clone();
         return;
@@ -64,12 +64,12 @@ pub(crate) fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::BadRequest(format!("the JSON patch cannot be applied: {}", message.into()))
+fn bad(message: impl Into<String>) -> PatchError {
+    PatchError::BadRequest(format!("the JSON patch cannot be applied: {}", message.into()))
 }
 
 /// A JSON pointer's reference tokens, unescaped (~1 is /, ~0 is ~).
-fn tokens(pointer: &str) -> Result<Vec<String>, ApiError> {
+fn tokens(pointer: &str) -> Result<Vec<String>, PatchError> {
     if pointer.is_empty() {
         return Ok(Vec::new());
     }
@@ -83,7 +83,7 @@ fn parent<'a>(
     document: &'a mut Value,
     tokens: &[String],
     path: &str,
-) -> Result<&'a mut Value, ApiError> {
+) -> Result<&'a mut Value, PatchError> {
     let mut at = document;
     for t in tokens {
         at = match at {
@@ -96,7 +96,7 @@ fn parent<'a>(
     Ok(at)
 }
 
-fn add(document: &mut Value, path: &str, value: Value) -> Result<(), ApiError> {
+fn add(document: &mut Value, path: &str, value: Value) -> Result<(), PatchError> {
     let tokens = tokens(path)?;
     let Some((last, up)) = tokens.split_last() else {
         *document = value;
@@ -124,7 +124,7 @@ fn add(document: &mut Value, path: &str, value: Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn remove(document: &mut Value, path: &str) -> Result<Value, ApiError> {
+fn remove(document: &mut Value, path: &str) -> Result<Value, PatchError> {
     let tokens = tokens(path)?;
     let Some((last, up)) = tokens.split_last() else {
         return Err(bad("the whole document cannot be removed"));
@@ -140,14 +140,49 @@ fn remove(document: &mut Value, path: &str) -> Result<Value, ApiError> {
     }
 }
 
-fn get(document: &mut Value, path: &str) -> Result<Value, ApiError> {
-    let tokens = tokens(path)?;
-    parent(document, &tokens, path).map(|v| v.clone())
+/// The most all of a JSON patch's copy operations together may copy: each
+/// copy can double the document, so an unbounded small patch could build an
+/// object of any size.
+const MAX_COPIED_BYTES: usize = 3 << 20;
+
+/// The value at `path`, if its JSON form fits in `budget` bytes, with that size.
+fn copy_within(
+    document: &mut Value,
+    path: &str,
+    budget: usize,
+) -> Result<(Value, usize), PatchError> {
+    let source = parent(document, &tokens(path)?, path)?;
+    let mut counter = Counter { written: 0, budget };
+    serde_json::to_writer(&mut counter, source).map_err(|_| {
+        bad(format!("the copy operations copy more than {MAX_COPIED_BYTES} bytes in all"))
+    })?;
+    Ok((source.clone(), counter.written))
+}
+
+/// Counts bytes written, failing once they pass a budget.
+struct Counter {
+    written: usize,
+    budget: usize,
+}
+
+impl std::io::Write for Counter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.written += bytes.len();
+        if self.written > self.budget {
+            return Err(std::io::Error::other("over budget"));
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// RFC 6902: the operations in order; any failure leaves the object as it
 /// was (the caller applies to a copy).
-fn json_patch(document: &mut Value, ops: &[Value]) -> Result<(), ApiError> {
+fn json_patch(document: &mut Value, ops: &[Value]) -> Result<(), PatchError> {
+    let mut copied = 0;
     for op in ops {
         let field = |name: &str| {
             op.get(name)
@@ -170,11 +205,14 @@ fn json_patch(document: &mut Value, ops: &[Value]) -> Result<(), ApiError> {
                 add(document, path, moved)?;
             }
             "copy" => {
-                let copied = get(document, field("from")?)?;
-                add(document, path, copied)?;
+                let (value, size) =
+                    copy_within(document, field("from")?, MAX_COPIED_BYTES - copied)?;
+                copied += size;
+                add(document, path, value)?;
             }
             "test" => {
-                if get(document, path)? != value()? {
+                let expected = value()?;
+                if *parent(document, &tokens(path)?, path)? != expected {
                     return Err(bad(format!("test failed at {path:?}")));
                 }
             }
@@ -186,7 +224,7 @@ fn json_patch(document: &mut Value, ops: &[Value]) -> Result<(), ApiError> {
 
 /// The key that identifies an item in a list field, where Kubernetes
 /// merges that list by key rather than replacing it.
-pub(super) fn merge_key(field: &str) -> Option<&'static str> {
+pub(crate) fn merge_key(field: &str) -> Option<&'static str> {
     Some(match field {
         "containers"
         | "initContainers"
@@ -205,7 +243,7 @@ pub(super) fn merge_key(field: &str) -> Option<&'static str> {
 }
 
 /// Lists of plain values that merge as sets.
-pub(super) fn merges_as_set(field: &str) -> bool {
+pub(crate) fn merges_as_set(field: &str) -> bool {
     field == "finalizers"
 }
 
@@ -213,7 +251,7 @@ pub(super) fn merges_as_set(field: &str) -> bool {
 /// (replace, delete, merge), `$deleteFromPrimitiveList/<field>`, and the
 /// ordering hints `$setElementOrder/<field>` and `$retainKeys` (applied as
 /// ordinary merges).
-pub(super) fn strategic(target: &mut Value, patch: &Value, _field: &str) -> Result<(), ApiError> {
+pub(crate) fn strategic(target: &mut Value, patch: &Value, _field: &str) -> Result<(), PatchError> {
     let Some(patch_map) = patch.as_object() else {
         *target = patch.clone();
         return Ok(());
@@ -231,7 +269,7 @@ pub(super) fn strategic(target: &mut Value, patch: &Value, _field: &str) -> Resu
         }
         Some("merge") | None => {}
         Some(other) => {
-            return Err(ApiError::BadRequest(format!("unknown $patch directive {other:?}")))
+            return Err(PatchError::BadRequest(format!("unknown $patch directive {other:?}")))
         }
     }
     if !target.is_object() {
@@ -289,7 +327,7 @@ pub(super) fn strategic(target: &mut Value, patch: &Value, _field: &str) -> Resu
 /// Merges a list of keyed items: an item with a known key merges into it,
 /// a new one is appended, `$patch: delete` removes, and a `$patch: replace`
 /// item makes the patch's list replace the whole list.
-fn merge_list(target: &mut Value, items: &[Value], key: &str) -> Result<(), ApiError> {
+fn merge_list(target: &mut Value, items: &[Value], key: &str) -> Result<(), PatchError> {
     let replace = items.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"));
     if replace || !target.is_array() {
         let kept: Vec<Value> =
@@ -327,7 +365,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn apply(kind: &str, doc: Value, patch: Value) -> Result<Value, ApiError> {
+    fn apply(kind: &str, doc: Value, patch: Value) -> Result<Value, PatchError> {
         let mut doc = doc;
         Patch::parse(kind, &serde_json::to_vec(&patch).unwrap())?.apply(&mut doc)?;
         Ok(doc)
@@ -406,10 +444,26 @@ mod tests {
     }
 
     #[test]
+    fn copies_that_double_the_document_stop_at_a_bound() {
+        let doubling: Vec<Value> =
+            (0..64).map(|i| json!({"op": "copy", "from": "", "path": format!("/{i}")})).collect();
+        let err = apply("application/json-patch+json", json!({"x": "y"}), Value::Array(doubling))
+            .unwrap_err();
+        assert!(err.to_string().contains("copy operations copy more than"), "{err}");
+        let out = apply(
+            "application/json-patch+json",
+            json!({"a": [1]}),
+            json!([{"op": "copy", "from": "/a", "path": "/b"}, {"op": "copy", "from": "/a/0", "path": "/a/-"}]),
+        )
+        .unwrap();
+        assert_eq!(out, json!({"a": [1, 1], "b": [1]}));
+    }
+
+    #[test]
     fn an_unknown_patch_type_is_refused() {
         assert!(matches!(
             Patch::parse("application/apply-patch+yaml", b"{}"),
-            Err(ApiError::UnsupportedMediaType(_))
+            Err(PatchError::UnsupportedMediaType(_))
         ));
     }
 }

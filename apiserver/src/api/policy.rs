@@ -1,0 +1,284 @@
+//! The roles and bindings every cluster starts with (Kubernetes' bootstrap
+//! policy, for the resources berth serves): cluster-admin, admin, edit and
+//! view for people, and one role per control-plane component with exactly
+//! what it calls. Created at start like the bootstrap namespaces; an
+//! existing object of the same name is left as it is.
+
+use super::kinds::Kind;
+use super::rbac::GROUP;
+use super::verbs::{self, Write};
+use super::Api;
+use crate::error::ApiError;
+use crate::filters::{RequestInfo, UserInfo, AUTHENTICATED};
+use berth_proto::meta_v1::ObjectMeta;
+use berth_proto::rbac_v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+use std::collections::BTreeMap;
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
+const READ_WRITE: &[&str] =
+    &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+/// The group whose members may do anything.
+pub(crate) const MASTERS: &str = "system:masters";
+pub(crate) const SCHEDULER: &str = "system:kube-scheduler";
+pub(crate) const CONTROLLER_MANAGER: &str = "system:kube-controller-manager";
+/// Where the components' leader-election Leases live.
+const LEADER_LOCKS: &str = "kube-system";
+
+fn rule(verbs: &[&str], groups: &[&str], resources: &[&str]) -> PolicyRule {
+    let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+    PolicyRule {
+        verbs: owned(verbs),
+        api_groups: owned(groups),
+        resources: owned(resources),
+        ..Default::default()
+    }
+}
+
+fn urls(verbs: &[&str], urls: &[&str]) -> PolicyRule {
+    let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+    PolicyRule { verbs: owned(verbs), non_resource_ur_ls: owned(urls), ..Default::default() }
+}
+
+fn meta(namespace: &str, name: &str) -> Option<ObjectMeta> {
+    Some(ObjectMeta {
+        name: name.into(),
+        namespace: namespace.into(),
+        labels: BTreeMap::from([("kubernetes.io/bootstrapping".into(), "rbac-defaults".into())]),
+        annotations: BTreeMap::from([(
+            "rbac.authorization.kubernetes.io/autoupdate".into(),
+            "true".into(),
+        )]),
+        ..Default::default()
+    })
+}
+
+fn cluster_role(name: &str, rules: Vec<PolicyRule>) -> ClusterRole {
+    ClusterRole { metadata: meta("", name), rules, ..Default::default() }
+}
+
+fn subject(kind: &str, name: &str) -> Subject {
+    Subject {
+        kind: kind.into(),
+        api_group: GROUP.into(),
+        name: name.into(),
+        namespace: String::new(),
+    }
+}
+
+fn role_ref(kind: &str, name: &str) -> Option<RoleRef> {
+    Some(RoleRef { api_group: GROUP.into(), kind: kind.into(), name: name.into() })
+}
+
+fn view() -> Vec<PolicyRule> {
+    vec![
+        rule(
+            READ,
+            &[""],
+            &["pods", "pods/log", "pods/status", "events", "namespaces", "namespaces/status"],
+        ),
+        rule(
+            READ,
+            &["apps"],
+            &[
+                "deployments",
+                "deployments/scale",
+                "deployments/status",
+                "replicasets",
+                "replicasets/scale",
+                "replicasets/status",
+            ],
+        ),
+    ]
+}
+
+fn edit() -> Vec<PolicyRule> {
+    let mut rules = view();
+    rules.extend([
+        rule(WRITE, &[""], &["pods"]),
+        rule(&["create"], &[""], &["pods/exec", "pods/eviction"]),
+        rule(
+            WRITE,
+            &["apps"],
+            &["deployments", "deployments/scale", "replicasets", "replicasets/scale"],
+        ),
+    ]);
+    rules
+}
+
+fn admin() -> Vec<PolicyRule> {
+    let mut rules = edit();
+    rules.push(rule(READ_WRITE, &[GROUP], &["roles", "rolebindings"]));
+    rules
+}
+
+/// Every bootstrap ClusterRole.
+pub(crate) fn cluster_roles() -> Vec<ClusterRole> {
+    vec![
+        cluster_role("cluster-admin", vec![rule(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])]),
+        cluster_role("admin", admin()),
+        cluster_role("edit", edit()),
+        cluster_role("view", view()),
+        cluster_role(
+            "system:basic-user",
+            vec![rule(
+                &["create"],
+                &["authorization.k8s.io"],
+                &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+            )],
+        ),
+        cluster_role(
+            "system:discovery",
+            vec![urls(
+                &["get"],
+                &[
+                    "/api",
+                    "/api/*",
+                    "/apis",
+                    "/apis/*",
+                    "/healthz",
+                    "/livez",
+                    "/openapi",
+                    "/openapi/*",
+                    "/readyz",
+                    "/version",
+                    "/version/",
+                ],
+            )],
+        ),
+        cluster_role(
+            SCHEDULER,
+            vec![
+                rule(READ, &[""], &["pods", "nodes"]),
+                rule(&["create"], &[""], &["pods/binding"]),
+                rule(&["patch", "update"], &[""], &["pods/status"]),
+                rule(&["create", "patch", "update"], &["", "events.k8s.io"], &["events"]),
+            ],
+        ),
+        cluster_role(
+            CONTROLLER_MANAGER,
+            vec![
+                // ReplicaSets make and remove pods; node lifecycle evicts
+                // them and marks them not ready; the garbage collector edits
+                // owner references and finalizers.
+                rule(
+                    &["create", "delete", "get", "list", "patch", "update", "watch"],
+                    &[""],
+                    &["pods"],
+                ),
+                rule(&["patch", "update"], &[""], &["pods/status"]),
+                rule(&["get", "list", "patch", "update", "watch"], &[""], &["nodes"]),
+                rule(&["patch", "update"], &[""], &["nodes/status"]),
+                rule(
+                    &["delete", "get", "list", "patch", "update", "watch"],
+                    &[""],
+                    &["namespaces"],
+                ),
+                rule(&["update"], &[""], &["namespaces/status", "namespaces/finalize"]),
+                rule(
+                    &["create", "delete", "get", "list", "patch", "update", "watch"],
+                    &["apps"],
+                    &["deployments", "replicasets"],
+                ),
+                rule(
+                    &["patch", "update"],
+                    &["apps"],
+                    &["deployments/status", "replicasets/status"],
+                ),
+                // Node heartbeats are read; a namespace's leases and events
+                // are removed with it.
+                rule(&["delete", "get", "list", "watch"], &["coordination.k8s.io"], &["leases"]),
+                rule(
+                    &["create", "delete", "list", "patch", "update", "watch"],
+                    &["", "events.k8s.io"],
+                    &["events"],
+                ),
+            ],
+        ),
+    ]
+}
+
+/// Every bootstrap ClusterRoleBinding (each named after its role).
+pub(crate) fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
+    let bind = |role: &str, subject: Subject| ClusterRoleBinding {
+        metadata: meta("", role),
+        subjects: vec![subject],
+        role_ref: role_ref("ClusterRole", role),
+        ..Default::default()
+    };
+    vec![
+        bind("cluster-admin", subject("Group", MASTERS)),
+        bind("system:basic-user", subject("Group", AUTHENTICATED)),
+        bind("system:discovery", subject("Group", AUTHENTICATED)),
+        bind(SCHEDULER, subject("User", SCHEDULER)),
+        bind(CONTROLLER_MANAGER, subject("User", CONTROLLER_MANAGER)),
+    ]
+}
+
+/// The leader-election Roles in kube-system, one per component.
+pub(crate) fn roles() -> Vec<Role> {
+    [SCHEDULER, CONTROLLER_MANAGER]
+        .into_iter()
+        .map(|component| Role {
+            metadata: meta(LEADER_LOCKS, &leader_locking(component)),
+            rules: vec![rule(&["create", "get", "update"], &["coordination.k8s.io"], &["leases"])],
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// `system::leader-locking-kube-scheduler`, as Kubernetes names it.
+fn leader_locking(component: &str) -> String {
+    format!("system::leader-locking-{}", component.trim_start_matches("system:"))
+}
+
+pub(crate) fn role_bindings() -> Vec<RoleBinding> {
+    [SCHEDULER, CONTROLLER_MANAGER]
+        .into_iter()
+        .map(|component| RoleBinding {
+            metadata: meta(LEADER_LOCKS, &leader_locking(component)),
+            subjects: vec![subject("User", component)],
+            role_ref: role_ref("Role", &leader_locking(component)),
+            ..Default::default()
+        })
+        .collect()
+}
+
+impl Api {
+    /// Creates the bootstrap roles and bindings that are missing.
+    pub(super) async fn bootstrap_policy(&self) -> Result<(), ApiError> {
+        for role in cluster_roles() {
+            self.create_missing(role).await?;
+        }
+        for binding in cluster_role_bindings() {
+            self.create_missing(binding).await?;
+        }
+        for role in roles() {
+            self.create_missing(role).await?;
+        }
+        for binding in role_bindings() {
+            self.create_missing(binding).await?;
+        }
+        Ok(())
+    }
+
+    /// The server's own write: admitted, not authenticated.
+    async fn create_missing<T: Kind>(&self, object: T) -> Result<(), ApiError> {
+        let meta = object.metadata();
+        let mut info = RequestInfo::new::<T>("create", "", &meta.namespace, &meta.name);
+        info.user = UserInfo { name: "system:apiserver".into(), groups: vec![MASTERS.into()] };
+        let write = Write {
+            registry: self.registry.clone(),
+            filters: &self.filters,
+            info,
+            manager: "berth-apiserver".into(),
+        };
+        match verbs::create(&write, object, 0).await {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
