@@ -290,26 +290,8 @@ fn kubectl_execs_over_websocket_and_spdy() {
         "scheduler.log",
     );
     let name = node.name.clone();
-    node.spawn(
-        &[
-            "agent",
-            "--server",
-            &grpc,
-            "--node-name",
-            &name,
-            "--root-dir",
-            root.join("agent").to_str().unwrap(),
-            "--no-cni",
-            "--http",
-            &free_addr(),
-            "--device-plugin-root",
-            root.join("kubelet").to_str().unwrap(),
-            "--stop-pods-on-exit",
-            "--cluster-secret-file",
-            secret.to_str().unwrap(),
-        ],
-        "agent.log",
-    );
+    let agent = common::agent_args(&grpc, &name, &root, &secret);
+    node.spawn(&agent.iter().map(String::as_str).collect::<Vec<_>>(), "agent.log");
     let image_dir = root.join("image");
     berth_kubelet::image::busybox_layout(Path::new("/bin/busybox"), &image_dir, "busybox").unwrap();
     let image = format!("oci:{}:busybox", image_dir.display());

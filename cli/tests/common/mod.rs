@@ -12,6 +12,30 @@ pub fn free_addr() -> String {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
 }
 
+/// `berth agent` flags for a test node on loopback: node `name` of the API
+/// server at `grpc`, its state under `root`, no pod network, its pods
+/// stopped with it, logs and exec served with the cluster secret in `secret`.
+pub fn agent_args(grpc: &str, name: &str, root: &Path, secret: &Path) -> Vec<String> {
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    vec![
+        "agent".into(),
+        "--server".into(),
+        grpc.into(),
+        "--node-name".into(),
+        name.into(),
+        "--root-dir".into(),
+        path(&root.join("agent")),
+        "--no-cni".into(),
+        "--http".into(),
+        free_addr(),
+        "--device-plugin-root".into(),
+        path(&root.join("kubelet")),
+        "--stop-pods-on-exit".into(),
+        "--cluster-secret-file".into(),
+        path(secret),
+    ]
+}
+
 /// A plain HTTP/1.1 GET; returns (status, body).
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
