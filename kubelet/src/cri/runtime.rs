@@ -141,11 +141,24 @@ impl Runtime {
         Ok(rt)
     }
 
-    /// Stops the exit watchers. Containers and sandboxes keep running.
+    /// Stops the exit watchers. Containers and sandboxes keep running; the
+    /// QoS cgroups and the runtime's own parent cgroup go where no pod is
+    /// left in them.
     pub async fn shutdown(&self) {
         self.stop.cancel();
         let mut set = std::mem::take(&mut *self.watchers.lock().expect("watchers lock"));
         while set.join_next().await.is_some() {}
+        let parent = self.cgroup_parent.clone();
+        let pruned = blocking(move || {
+            for qos in ["besteffort", "burstable", "guaranteed"] {
+                executor::cgroups::prune(&parent.join(qos))?;
+            }
+            Ok(executor::cgroups::prune(&parent)?)
+        })
+        .await;
+        if let Err(e) = pruned {
+            tracing::warn!(error = %e, "removing the runtime's unused cgroups");
+        }
     }
 
     fn objects(&self) -> MutexGuard<'_, Objects> {

@@ -249,6 +249,28 @@ fn remove_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// Removes the cgroup at `path` (relative to the hierarchy root) wherever
+/// it is unused: no child cgroups and no processes. A parent that pods still
+/// use stays; one that does not exist is not an error.
+pub fn prune(path: &Path) -> Result<()> {
+    for (_, dir) in manager_for(path)?.container_views() {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        let has_children = entries.flatten().any(|e| e.file_type().is_ok_and(|t| t.is_dir()));
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        if has_children || !procs.trim().is_empty() {
+            continue;
+        }
+        match fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Busy: a pod's cgroup appeared meanwhile; it stays with it.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) => return Err(ExecutorError::cgroup(dir)(e)),
+        }
+    }
+    Ok(())
+}
+
 /// OCI/v1 cpu shares to a v2 cpu.weight, the formula runc and crun share.
 fn shares_to_weight(shares: u64) -> u64 {
     if shares == 0 {
