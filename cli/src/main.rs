@@ -66,6 +66,8 @@ enum Command {
     Logs(verbs::LogsArgs),
     /// Run a command in a container
     Exec(verbs::ExecArgs),
+    /// Attach to the process a container runs (its output; with -i its stdin)
+    Attach(verbs::AttachArgs),
     /// Wait for a condition on objects
     Wait(verbs::WaitArgs),
     /// Mint service-account tokens
@@ -105,6 +107,7 @@ fn main() -> ExitCode {
         Command::Wait(args) => verbs::wait(args),
         Command::Logs(args) => verbs::logs(args),
         Command::Exec(args) => verbs::exec(args),
+        Command::Attach(args) => verbs::attach(args),
         Command::Cluster(args) => cluster::run(args),
         Command::Pki(args) => pki::run(args),
         Command::Token(args) => token::run(args),

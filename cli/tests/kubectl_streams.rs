@@ -2,9 +2,10 @@
 //! in Kubernetes' protobuf (`kubectl create deployment`, `kubectl run`,
 //! `kubectl create namespace`) and for exec over both stream transports:
 //! the WebSocket kubectl 1.30+ uses and the SPDY/3.1 upgrade of kubectl
-//! 1.27-1.29 (and of newer ones told not to use WebSockets). The exec test
-//! runs a busybox pod on a node agent: it needs root, overlayfs and
-//! /bin/busybox, and prints `SKIPPED: <why>` without them.
+//! 1.27-1.29 (and of newer ones told not to use WebSockets), exec and
+//! attach alike. The exec test runs busybox pods on a node agent: it needs
+//! root, overlayfs and /bin/busybox, and prints `SKIPPED: <why>` without
+//! them.
 
 mod common;
 
@@ -358,5 +359,25 @@ fn kubectl_execs_over_websocket_and_spdy() {
         // A command that cannot run is reported, with a failure.
         let out = client.run(&["exec", "shell", "--", "/no/such/command"], None);
         assert!(!out.status.success(), "{label}");
+    }
+
+    // attach -i, over each client's protocol: a container with stdin (and
+    // stdinOnce, so the end of kubectl's input is the end of the
+    // container's) reads a line and answers it.
+    let reader = |i: usize| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: reader-{i}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: {image}\n    stdin: true\n    stdinOnce: true\n    command: [sh, -c, 'read line; echo got:$line']\n"
+        )
+    };
+    let manifests: Vec<String> = (0..clients.len()).map(reader).collect();
+    let applied = kubectl.run(&["apply", "-f", "-"], Some(manifests.join("---\n").as_bytes()));
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    for (i, (label, client)) in clients.iter().enumerate() {
+        let pod = format!("reader-{i}");
+        kubectl.ok(&["wait", &format!("pod/{pod}"), "--for=condition=Ready", "--timeout=90s"]);
+        let out = client.run(&["attach", "-i", &pod], Some(format!("{label}\n").as_bytes()));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{label}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(&format!("got:{label}")), "{label}: {stdout}");
     }
 }

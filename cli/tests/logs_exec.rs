@@ -1,6 +1,6 @@
-//! `berth logs` and `berth exec` against a real node: one API server (with
-//! the cluster secret), a scheduler and a node agent running a busybox pod
-//! through berth's CRI runtime. Needs root, overlayfs and /bin/busybox;
+//! `berth logs`, `berth exec` and `berth attach` against a real node: one
+//! API server (with the cluster secret), a scheduler and a node agent
+//! running busybox pods through berth's CRI runtime. Needs root, overlayfs and /bin/busybox;
 //! prints `SKIPPED: <why>` without them.
 
 mod common;
@@ -157,6 +157,20 @@ fn logs_and_exec_reach_the_container() {
     // -t gives the command a terminal (which turns its newlines into CR LF).
     let run = berth(&["exec", "-t", "talker", "--", "sh", "-c", "test -t 1 && echo tty"], None);
     assert_eq!((run.stdout.as_str(), run.code), ("tty\r\n", 0), "{}", run.stderr);
+
+    // attach -i: the container's own process reads what is piped in; with
+    // stdinOnce its stdin ends with ours, and so does the attach.
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: reader\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: oci:{}:busybox\n    stdin: true\n    stdinOnce: true\n    command: [sh, -c, 'read line; echo \"got $line\"; exit 2']\n",
+        image_dir.display()
+    );
+    assert_eq!(berth(&["apply", "-f", "-"], Some(&manifest)).stdout, "pod/reader created\n");
+    let run = berth(&["wait", "pod/reader", "--for=condition=Ready", "--timeout", "90s"], None);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let run = berth(&["attach", "-i", "reader"], Some("attached\n"));
+    assert_eq!((run.stdout.as_str(), run.code), ("got attached\n", 0), "{}", run.stderr);
+    let run = berth(&["attach", "reader", "--", "true"], None);
+    assert_ne!(run.code, 0, "an attach takes no command: {}", run.stdout);
 
     // logs -f follows until the pod goes.
     let mut follower = Command::new(env!("CARGO_BIN_EXE_berth"))

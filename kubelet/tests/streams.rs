@@ -1,10 +1,12 @@
-//! Logs and exec through the API server, end to end: an in-process API
-//! peer, a node agent and berth's CRI runtime running busybox pods pulled
-//! from a real registry. The Pods service's Logs (tail, timestamps, limit,
-//! follow, previous after a restart) and Exec (output and exit code, stdin
-//! through `cat`, a terminal) are relayed to the node's stream server,
-//! which refuses calls without the cluster secret; then the real kubectl
-//! runs `logs`, `logs -f` and `exec` (plain, -i, -it) over the REST API.
+//! Logs, exec and attach through the API server, end to end: an in-process
+//! API peer, a node agent and berth's CRI runtime running busybox pods
+//! pulled from a real registry. The Pods service's Logs (tail, timestamps,
+//! limit, follow, previous after a restart), Exec (output and exit code,
+//! stdin through `cat`, a terminal) and Attach (a container's own stdin
+//! with stdinOnce, its terminal, its output) are relayed to the node's
+//! stream server, which refuses calls without the cluster secret; then the
+//! real kubectl runs `logs`, `logs -f`, `exec` (plain, -i, -it), `attach -i`
+//! and `run -i --rm` over the REST API.
 //!
 //! Without root, overlayfs, busybox or docker-registry the tests print
 //! `SKIPPED: <why>`; without kubectl the kubectl test does.
@@ -168,8 +170,13 @@ impl Cluster {
     /// Creates a pod with one container running `script`, and waits until
     /// it runs.
     async fn run_pod(&self, name: &str, script: &str) {
+        self.run_pod_with(name, script, |_| {}).await
+    }
+
+    /// As `run_pod`, with `change` applied to the pod's spec first.
+    async fn run_pod_with(&self, name: &str, script: &str, change: impl FnOnce(&mut PodSpec)) {
         let pods = Api::<Pod>::namespaced(&self.client, "default");
-        let pod = Pod {
+        let mut pod = Pod {
             metadata: Some(ObjectMeta {
                 name: name.into(),
                 namespace: "default".into(),
@@ -188,6 +195,7 @@ impl Cluster {
             }),
             ..Default::default()
         };
+        change(pod.spec.as_mut().expect("the pod has a spec"));
         pods.create(&pod).await.unwrap();
         poll(&format!("pod {name} runs"), Duration::from_secs(60), || async {
             let status = pods.get(name).await.ok()?.status?;
@@ -280,6 +288,19 @@ async fn exec(
     tty: bool,
     stdin: Option<&str>,
 ) -> ExecResult {
+    session(pods, false, pod, command, tty, stdin.map(|s| (s, true))).await
+}
+
+/// An exec, or with `attach` an attach (no command). `stdin` is what to
+/// send, and whether to close stdin after it.
+async fn session(
+    pods: &mut PodsClient<Channel>,
+    attach: bool,
+    pod: &str,
+    command: &[&str],
+    tty: bool,
+    stdin: Option<(&str, bool)>,
+) -> ExecResult {
     let start = PodExecStart {
         namespace: "default".into(),
         name: pod.into(),
@@ -292,9 +313,11 @@ async fn exec(
     };
     let input = |i| PodExecInput { input: Some(i) };
     let mut messages = vec![input(pod_exec_input::Input::Start(start))];
-    if let Some(text) = stdin {
+    if let Some((text, close)) = stdin {
         messages.push(input(pod_exec_input::Input::Stdin(text.as_bytes().to_vec())));
-        messages.push(input(pod_exec_input::Input::CloseStdin(true)));
+        if close {
+            messages.push(input(pod_exec_input::Input::CloseStdin(true)));
+        }
     }
     if tty {
         messages.push(input(pod_exec_input::Input::Resize(berth_proto::api_v1::TerminalSize {
@@ -308,7 +331,14 @@ async fn exec(
         futures::stream::iter(messages),
         futures::StreamExt::filter_map(futures::stream::once(done_rx), |_| async { None }),
     );
-    let mut output = pods.exec(input).await.unwrap().into_inner();
+    let started = match attach {
+        false => pods.exec(input).await,
+        true => pods.attach(input).await,
+    };
+    let mut output = match started {
+        Ok(output) => output.into_inner(),
+        Err(status) => return ExecResult { error: Some(status), ..Default::default() },
+    };
     let mut result = ExecResult::default();
     loop {
         let message = match output.message().await {
@@ -673,6 +703,134 @@ async fn kubectl_logs_and_exec_work_against_the_rest_api() {
         assert!(seen.contains("tty-42"), "{seen:?}");
         let status = child.0.wait().unwrap();
         assert_eq!(status.code(), Some(5));
+    });
+    cluster.shutdown().await;
+}
+
+/// Attach joins a container's own process: its stdin (closed after the
+/// first attach with stdinOnce, so the process reads its end), its
+/// terminal, and its output; then kubectl's `attach -i` and `run -i --rm`
+/// do the same over REST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn attach_joins_a_containers_own_streams() {
+    if let Some(why) = skip_reason(true) {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let cluster = Cluster::start("attach").await;
+    let interactive = |tty: bool| {
+        move |spec: &mut PodSpec| {
+            spec.restart_policy = "Never".into();
+            let c = &mut spec.containers[0];
+            c.stdin = true;
+            c.stdin_once = !tty;
+            c.tty = tty;
+        }
+    };
+    cluster
+        .run_pod_with("reader", "echo ready; read line; echo got:$line; exit 4", interactive(false))
+        .await;
+    cluster.run_pod_with("shell", "exec sh", interactive(true)).await;
+    cluster.run_pod("ticker", "while true; do echo tick; sleep 0.1; done").await;
+    let mut pods = cluster.pods().await;
+
+    // stdin, closed after it: the process reads its line and the end.
+    let out = session(&mut pods, true, "reader", &[], false, Some(("hello\n", true))).await;
+    assert!(out.error.is_none(), "{out:?}");
+    assert!(out.stdout.contains("got:hello"), "{out:?}");
+    assert_eq!(out.exit, Some(0), "a finished attach is a success: {out:?}");
+    let api = Api::<Pod>::namespaced(&cluster.client, "default");
+    let ended = poll("reader ends", Duration::from_secs(30), || async {
+        let status = api.get("reader").await.ok()?.status?;
+        let state = status.container_statuses.first()?.state.clone()?;
+        state.terminated.map(|t| t.exit_code)
+    })
+    .await;
+    assert_eq!(ended, 4);
+    let log = read_logs(&mut pods, logs_request("reader")).await;
+    assert!(log.contains("got:hello"), "the log has what the attach saw: {log:?}");
+    // A command is not an attach's.
+    let out = session(&mut pods, true, "ticker", &["true"], false, None).await;
+    assert!(out.error.is_some(), "{out:?}");
+
+    // A terminal: the shell sees one, and the attach ends when it exits.
+    let typed = "test -t 0 && echo tty-$((6*7)); exit\n";
+    let out = session(&mut pods, true, "shell", &[], true, Some((typed, false))).await;
+    assert!(out.stdout.contains("tty-42"), "{out:?}");
+    assert_eq!(out.exit, Some(0), "{out:?}");
+
+    // Output only, from a container without stdin: it flows until the
+    // client leaves.
+    let start = PodExecStart {
+        namespace: "default".into(),
+        name: "ticker".into(),
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let first = PodExecInput { input: Some(pod_exec_input::Input::Start(start)) };
+    let input =
+        futures::StreamExt::chain(futures::stream::iter([first]), futures::stream::pending());
+    let mut output = pods.attach(input).await.unwrap().into_inner();
+    let mut seen = String::new();
+    while !seen.contains("tick\ntick\n") {
+        match tokio::time::timeout(Duration::from_secs(30), output.message()).await {
+            Ok(Ok(Some(m))) => {
+                if let Some(pod_exec_output::Output::Stdout(d)) = m.output {
+                    seen += &String::from_utf8_lossy(&d);
+                }
+            }
+            other => panic!("the ticker's output stopped: {other:?} after {seen:?}"),
+        }
+    }
+    drop(output);
+
+    if std::process::Command::new("kubectl").arg("version").arg("--client").output().is_err() {
+        println!("SKIPPED (kubectl part): needs kubectl on PATH");
+        cluster.shutdown().await;
+        return;
+    }
+    cluster.run_pod_with("reader2", "read line; echo got:$line", interactive(false)).await;
+    let config = cluster.dir.path().join("kubeconfig");
+    fs::write(
+        &config,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: default\ncurrent-context: c\n",
+            cluster.http
+        ),
+    )
+    .unwrap();
+    let kubectl = Kubectl { config };
+    let k = &kubectl;
+    let overrides = format!(r#"{{"spec":{{"nodeName":"{}"}}}}"#, cluster.node);
+    let image = cluster.image.clone();
+    tokio::task::block_in_place(|| {
+        let out = k.ok(&["attach", "-i", "reader2"], Some("piped\n"));
+        assert!(out.contains("got:piped"), "{out:?}");
+        // The classic one-off: create, attach with stdin, delete.
+        let out = k.run(
+            &[
+                "run",
+                "oneoff",
+                "-i",
+                "--rm",
+                "--restart=Never",
+                "--image",
+                &image,
+                "--overrides",
+                &overrides,
+                "--command",
+                "--",
+                "sh",
+                "-c",
+                "read x; echo got:$x",
+            ],
+            Some("typed\n"),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(stdout.contains("got:typed"), "{out:?}");
+        assert!(stdout.contains("pod \"oneoff\" deleted"), "{out:?}");
     });
     cluster.shutdown().await;
 }

@@ -2,6 +2,7 @@
 //! adapter over the API's operations. Errors become gRPC statuses with the
 //! Kubernetes Status in their details.
 
+use super::streams::Session;
 use super::Api;
 use crate::error::ApiError;
 use crate::registry::ListOptions;
@@ -157,19 +158,36 @@ resource_service!(pods_server::Pods, Pod, PodList, PodWatchEvent {
     type ExecStream = Stream<PodExecOutput>;
 
     async fn exec(&self, r: Request<tonic::Streaming<PodExecInput>>) -> Result<Response<Self::ExecStream>, Status> {
-        let (head, mut input) = split(r);
-        let start = match input.message().await? {
-            Some(PodExecInput { input: Some(pod_exec_input::Input::Start(start)) }) => start,
-            _ => return Err(Status::invalid_argument("the first message of an exec must be its start")),
-        };
-        // The client's stream ends (or breaks) the input; either closes it.
-        let input = input
-            .take_while(|m| futures::future::ready(m.is_ok()))
-            .filter_map(|m| futures::future::ready(m.ok()));
-        let output = Api::exec(self, &head, start, input).await.map_err(to_status)?;
-        Ok(Response::new(Box::pin(output.map(|o| o.map_err(relayed)))))
+        session(self, r, Session::Exec).await
+    }
+
+    type AttachStream = Stream<PodExecOutput>;
+
+    async fn attach(&self, r: Request<tonic::Streaming<PodExecInput>>) -> Result<Response<Self::AttachStream>, Status> {
+        session(self, r, Session::Attach).await
     }
 });
+
+/// An exec or attach: the first message is its start, the rest its input.
+async fn session(
+    api: &Api,
+    r: Request<tonic::Streaming<PodExecInput>>,
+    session: Session,
+) -> Result<Response<Stream<PodExecOutput>>, Status> {
+    let (head, mut input) = split(r);
+    let start = match input.message().await? {
+        Some(PodExecInput { input: Some(pod_exec_input::Input::Start(start)) }) => start,
+        _ => {
+            return Err(Status::invalid_argument("the first message of a stream must be its start"))
+        }
+    };
+    // The client's stream ends (or breaks) the input; either closes it.
+    let input = input
+        .take_while(|m| futures::future::ready(m.is_ok()))
+        .filter_map(|m| futures::future::ready(m.ok()));
+    let output = Api::exec(api, &head, session, start, input).await.map_err(to_status)?;
+    Ok(Response::new(Box::pin(output.map(|o| o.map_err(relayed)))))
+}
 
 /// A node agent's error in the middle of a stream, passed on as the API's.
 fn relayed(status: Status) -> Status {

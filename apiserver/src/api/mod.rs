@@ -19,6 +19,7 @@ mod validation;
 mod verbs;
 
 pub use grpc::{services, to_status, ApiServices, SERVICE_NAMES};
+pub(crate) use streams::Session;
 pub use verbs::BOOTSTRAP_NAMESPACES;
 
 use crate::error::ApiError;

@@ -99,7 +99,7 @@ fn edit() -> Vec<PolicyRule> {
     let mut rules = view();
     rules.extend([
         rule(WRITE, &[""], &["pods"]),
-        rule(&["create"], &[""], &["pods/exec", "pods/eviction"]),
+        rule(&["create"], &[""], &["pods/exec", "pods/attach", "pods/eviction"]),
         rule(
             WRITE,
             &["apps"],

@@ -59,7 +59,8 @@ static WORDS: LazyLock<BTreeSet<&'static str>> = LazyLock::new(|| {
         "escalate",
         "impersonate",
     ];
-    let subresources = ["status", "binding", "scale", "eviction", "log", "exec", "finalize"];
+    let subresources =
+        ["status", "binding", "scale", "eviction", "log", "exec", "attach", "finalize"];
     let others = [GROUP, "selfsubjectaccessreviews", "selfsubjectrulesreviews", "events.k8s.io"];
     served.into_iter().chain(verbs).chain(subresources).chain(others).collect()
 });

@@ -1,7 +1,7 @@
-//! Logs and exec: the pod's own node serves them, so the API finds the
-//! pod's node and relays the stream to the node agent's `KubeletStreams`
-//! service, authenticated with the cluster secret. Every front end (gRPC,
-//! REST) calls these two operations.
+//! Logs, exec and attach: the pod's own node serves them, so the API finds
+//! the pod's node and relays the stream to the node agent's
+//! `KubeletStreams` service, over mutual TLS or with the cluster secret.
+//! Every front end (gRPC, REST) calls these operations.
 
 use super::{verbs, Api};
 use crate::error::ApiError;
@@ -21,8 +21,27 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The metadata key the cluster secret travels in, as a bearer token.
 pub const AUTHORIZATION: &str = "authorization";
 
-/// An exec the API has checked, and the client of the pod's node.
+/// The streamed sessions with a container: a command run in it, or its own
+/// process's streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Session {
+    Exec,
+    Attach,
+}
+
+impl Session {
+    /// The pods subresource RBAC names it by.
+    fn subresource(self) -> &'static str {
+        match self {
+            Session::Exec => "exec",
+            Session::Attach => "attach",
+        }
+    }
+}
+
+/// A session the API has checked, and the client of the pod's node.
 pub(crate) struct ExecTarget {
+    session: Session,
     start: PodExecStart,
     client: KubeletStreamsClient<tonic::transport::Channel>,
 }
@@ -47,58 +66,83 @@ impl Api {
         .await
     }
 
-    /// Runs `start`'s command in the container on the pod's node; `input`
-    /// carries stdin, resizes and the close of stdin after it.
+    /// Starts `session` with the container on the pod's node: runs
+    /// `start`'s command (exec), or joins the container's own streams
+    /// (attach); `input` carries stdin, resizes and the close of stdin.
     pub(crate) async fn exec(
         &self,
         head: &Request<()>,
+        session: Session,
         start: PodExecStart,
         input: impl Stream<Item = PodExecInput> + Send + 'static,
     ) -> Result<tonic::Streaming<PodExecOutput>, ApiError> {
-        let target = self.exec_target(head, start).await?;
+        let target = self.exec_target(head, session, start).await?;
         self.exec_on(target, input).await
     }
 
-    /// Checks an exec as far as the API can (who asks, the pod, its phase,
-    /// the container) and finds the pod's node, without starting anything.
+    /// Checks a session as far as the API can (who asks, the pod, its
+    /// phase, the container) and finds the pod's node, without starting
+    /// anything.
     pub(crate) async fn exec_target(
         &self,
         head: &Request<()>,
+        session: Session,
         mut start: PodExecStart,
     ) -> Result<ExecTarget, ApiError> {
         self.measured("create", "pods", async {
             self.allow(
                 head,
-                RequestInfo::new::<Pod>("create", "exec", &start.namespace, &start.name),
+                RequestInfo::new::<Pod>(
+                    "create",
+                    session.subresource(),
+                    &start.namespace,
+                    &start.name,
+                ),
             )?;
-            if start.command.is_empty() {
-                return Err(ApiError::BadRequest(
-                    "you must specify at least one command for the container".into(),
-                ));
+            match session {
+                Session::Exec if start.command.is_empty() => {
+                    return Err(ApiError::BadRequest(
+                        "you must specify at least one command for the container".into(),
+                    ))
+                }
+                Session::Attach if !start.command.is_empty() => {
+                    return Err(ApiError::BadRequest(
+                        "an attach runs no command: it joins the container's own process".into(),
+                    ))
+                }
+                _ => {}
             }
             let (pod, client) = self.pod_node(&start.namespace, &start.name).await?;
             let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or_default();
             if phase == "Succeeded" || phase == "Failed" {
+                let what = match session {
+                    Session::Exec => "exec into",
+                    Session::Attach => "attach to",
+                };
                 return Err(ApiError::BadRequest(format!(
-                    "cannot exec into a container in a completed pod; current phase is {phase}"
+                    "cannot {what} a container in a completed pod; current phase is {phase}"
                 )));
             }
             start.container = container_of(&pod, &start.container)?;
-            Ok(ExecTarget { start, client })
+            Ok(ExecTarget { session, start, client })
         })
         .await
     }
 
-    /// Starts a checked exec on the pod's node.
+    /// Starts a checked session on the pod's node.
     pub(crate) async fn exec_on(
         &self,
         target: ExecTarget,
         input: impl Stream<Item = PodExecInput> + Send + 'static,
     ) -> Result<tonic::Streaming<PodExecOutput>, ApiError> {
-        let ExecTarget { start, mut client } = target;
+        let ExecTarget { session, start, mut client } = target;
         let first = PodExecInput { input: Some(pod_exec_input::Input::Start(start)) };
         let call = self.authenticated(futures::stream::once(async { first }).chain(input))?;
-        client.exec(call).await.map(|r| r.into_inner()).map_err(from_node)
+        let started = match session {
+            Session::Exec => client.exec(call).await,
+            Session::Attach => client.attach(call).await,
+        };
+        started.map(|r| r.into_inner()).map_err(from_node)
     }
 
     /// Cancelled when the server stops: streams served outside a request

@@ -333,6 +333,7 @@ mod tests {
         ("", "pods/binding"),
         ("", "pods/log"),
         ("", "pods/exec"),
+        ("", "pods/attach"),
         ("", "pods/eviction"),
         ("", "nodes"),
         ("", "nodes/status"),
@@ -440,7 +441,11 @@ mod tests {
             edit.retain(|(r, _)| *r != written);
             edit.push((written, ALL));
         }
-        edit.extend([("pods/exec", "create"), ("pods/eviction", "create")]);
+        edit.extend([
+            ("pods/exec", "create"),
+            ("pods/attach", "create"),
+            ("pods/eviction", "create"),
+        ]);
         let mut admin = edit.clone();
         admin.extend([("roles", ALL), ("rolebindings", ALL)]);
         match role {

@@ -1,12 +1,12 @@
-//! The pods' log and exec subresources over REST. `log` answers plain
-//! text, streamed while it follows; `exec` speaks Kubernetes' remote
-//! command protocol over a WebSocket (`v5.channel.k8s.io`, else
-//! `v4.channel.k8s.io`), which kubectl uses by default, or over SPDY/3.1
-//! (spdy.rs), which older kubectl uses. Both relay to the pod's node
-//! through the same operations as the gRPC API.
+//! The pods' log, exec and attach subresources over REST. `log` answers
+//! plain text, streamed while it follows; `exec` and `attach` speak
+//! Kubernetes' remote command protocol over a WebSocket
+//! (`v5.channel.k8s.io`, else `v4.channel.k8s.io`), which kubectl uses by
+//! default, or over SPDY/3.1 (spdy.rs), which older kubectl uses. All relay
+//! to the pod's node through the same operations as the gRPC API.
 
 use super::{error, parse_query, spdy};
-use crate::api::Api;
+use crate::api::{Api, Session};
 use crate::error::ApiError;
 use axum::body::Body;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -30,6 +30,7 @@ pub(super) fn routes() -> Router<Api> {
     Router::new()
         .route("/api/v1/namespaces/{namespace}/pods/{name}/log", get(log))
         .route("/api/v1/namespaces/{namespace}/pods/{name}/exec", any(exec))
+        .route("/api/v1/namespaces/{namespace}/pods/{name}/attach", any(attach))
 }
 
 /// The connection a request came on, where the peer's server put it.
@@ -122,6 +123,25 @@ async fn exec(
     Path((namespace, name)): Path<(String, String)>,
     request: Request,
 ) -> Response {
+    session(api, Session::Exec, namespace, name, request).await
+}
+
+async fn attach(
+    State(api): State<Api>,
+    Path((namespace, name)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    session(api, Session::Attach, namespace, name, request).await
+}
+
+/// An exec or attach: checked, then served on the upgraded connection.
+async fn session(
+    api: Api,
+    session: Session,
+    namespace: String,
+    name: String,
+    request: Request,
+) -> Response {
     let (mut parts, _body) = request.into_parts();
     let raw = parts.uri.query().unwrap_or("");
     let query = parse_query(raw);
@@ -145,7 +165,7 @@ async fn exec(
     // upgrade; what the node says comes on the error channel, as in
     // Kubernetes.
     let on = parts.extensions.get::<berth_tls::ConnectionInfo>().cloned().map(axum::Extension);
-    let target = match api.exec_target(&head(&parts.headers, on), start).await {
+    let target = match api.exec_target(&head(&parts.headers, on), session, start).await {
         Ok(target) => target,
         Err(e) => return error(e),
     };
@@ -159,7 +179,7 @@ async fn exec(
         Ok(upgrade) => upgrade.protocols(rc::PROTOCOLS),
         Err(_) => {
             return error(ApiError::BadRequest(
-                "exec streams are served over WebSocket (v5.channel.k8s.io or v4.channel.k8s.io) or SPDY/3.1".into(),
+                "exec and attach streams are served over WebSocket (v5.channel.k8s.io or v4.channel.k8s.io) or SPDY/3.1".into(),
             ))
         }
     };

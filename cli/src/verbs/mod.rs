@@ -17,7 +17,7 @@ pub use delete::DeleteArgs;
 pub use describe::DescribeArgs;
 pub use get::GetArgs;
 pub use printers::Table;
-pub use streams::{ExecArgs, LogsArgs};
+pub use streams::{AttachArgs, ExecArgs, LogsArgs};
 pub use wait::WaitArgs;
 
 use crate::config::ConnectArgs;
@@ -176,6 +176,16 @@ pub fn logs(args: &LogsArgs) -> ExitCode {
 
 /// Runs a command in a container; exits with the command's exit code.
 pub fn exec(args: &ExecArgs) -> ExitCode {
+    stream_main(streams::exec(args))
+}
+
+/// Attaches to a container's own process; exits 0 when its output ends.
+pub fn attach(args: &AttachArgs) -> ExitCode {
+    stream_main(streams::attach(args))
+}
+
+/// Runs a stream to its end; exits with the code it ends with.
+fn stream_main(stream: impl std::future::Future<Output = anyhow::Result<i32>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -183,7 +193,7 @@ pub fn exec(args: &ExecArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(streams::exec(args));
+    let result = runtime.block_on(stream);
     // A read of standard input may still be blocked; it ends with the process.
     runtime.shutdown_background();
     match result {

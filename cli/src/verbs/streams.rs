@@ -61,13 +61,32 @@ pub struct ExecArgs {
     connect: ConnectArgs,
 }
 
+#[derive(clap::Args)]
+pub struct AttachArgs {
+    /// The pod: NAME or pod/NAME
+    pod: String,
+    /// The container [default: the pod's only container]
+    #[arg(short = 'c', long)]
+    container: Option<String>,
+    /// Pass standard input to the container's process (it needs `stdin: true`)
+    #[arg(short = 'i', long = "stdin")]
+    stdin: bool,
+    /// The container has a terminal (`tty: true`): use it, raw, from this one
+    #[arg(short = 't', long = "tty")]
+    tty: bool,
+    #[command(flatten)]
+    ns: NamespaceArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
 fn pod_name(arg: &str) -> Result<String> {
     match arg.split_once('/') {
         None => Ok(arg.to_string()),
         Some((kind, name)) if matches!(kind, "pod" | "pods" | "po") && !name.is_empty() => {
             Ok(name.to_string())
         }
-        Some(_) => Err(anyhow!("{arg:?}: logs and exec take a pod, as NAME or pod/NAME")),
+        Some(_) => Err(anyhow!("{arg:?}: logs, exec and attach take a pod, as NAME or pod/NAME")),
     }
 }
 
@@ -143,34 +162,66 @@ pub async fn exec(args: &ExecArgs) -> Result<i32> {
         stderr: !args.tty,
         tty: args.tty,
     };
-    // Raw only when the keys go to the command: with -t alone, Ctrl-C
+    relay(&session, start, false).await
+}
+
+/// Joins the container's own process until its output ends (0) or the
+/// stream fails.
+pub async fn attach(args: &AttachArgs) -> Result<i32> {
+    let session = Session::open(&args.connect, &args.ns)?;
+    let start = PodExecStart {
+        namespace: session.namespace.clone(),
+        name: pod_name(&args.pod)?,
+        container: args.container.clone().unwrap_or_default(),
+        command: Vec::new(),
+        stdin: args.stdin,
+        stdout: true,
+        stderr: !args.tty,
+        tty: args.tty,
+    };
+    if args.stdin && args.tty {
+        eprintln!("If you don't see a command prompt, try pressing enter.");
+    }
+    relay(&session, start, true).await
+}
+
+/// An exec (or, with `attach`, an attach) between this terminal and the
+/// container; returns the exit code the stream ends with.
+async fn relay(session: &Session, start: PodExecStart, attach: bool) -> Result<i32> {
+    let what = if attach { "attach" } else { "exec" };
+    let (stdin, tty) = (start.stdin, start.tty);
+    // Raw only when the keys go to the container: with -t alone, Ctrl-C
     // still stops berth here.
-    let terminal = if args.tty && args.stdin { Terminal::raw() } else { None };
+    let terminal = if tty && stdin { Terminal::raw() } else { None };
     let (tx, rx) = mpsc::channel::<PodExecInput>(16);
     let first = |input| PodExecInput { input: Some(input) };
     tx.send(first(pod_exec_input::Input::Start(start)))
         .await
-        .map_err(|_| anyhow!("the exec stream closed before it started"))?;
-    if let Some(size) = args.tty.then(Terminal::size).flatten() {
+        .map_err(|_| anyhow!("the {what} stream closed before it started"))?;
+    if let Some(size) = tty.then(Terminal::size).flatten() {
         let _ = tx.send(first(pod_exec_input::Input::Resize(size))).await;
     }
     // Only the first peer that takes the stream gets its input.
     let input = std::sync::Mutex::new(Some(rx));
-    let mut output = on_some_peer(&session, |mut pods| {
+    let mut output = on_some_peer(session, |mut pods| {
         let rx = input.lock().ok().and_then(|mut r| r.take());
         async move {
             let Some(rx) = rx else {
-                return Err(tonic::Status::unavailable("the exec input went to another peer"));
+                return Err(tonic::Status::unavailable("the stream's input went to another peer"));
             };
             let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-            pods.exec(stream).await.map(tonic::Response::into_inner)
+            let started = match attach {
+                false => pods.exec(stream).await,
+                true => pods.attach(stream).await,
+            };
+            started.map(tonic::Response::into_inner)
         }
     })
     .await?;
 
     // Owned here, stopped when the command ends.
     let mut feeders = tokio::task::JoinSet::new();
-    if args.stdin {
+    if stdin {
         let tx = tx.clone();
         feeders.spawn(async move {
             use tokio::io::AsyncReadExt;
@@ -188,7 +239,7 @@ pub async fn exec(args: &ExecArgs) -> Result<i32> {
             }
         });
     }
-    if args.tty {
+    if tty {
         let tx = tx.clone();
         let mut changes =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
@@ -225,7 +276,7 @@ pub async fn exec(args: &ExecArgs) -> Result<i32> {
     }
     feeders.abort_all();
     drop(terminal);
-    code.ok_or_else(|| anyhow!("the exec stream ended without the command's exit code"))
+    code.ok_or_else(|| anyhow!("the {what} stream ended without an exit status"))
 }
 
 nix::ioctl_read_bad!(window_size, nix::libc::TIOCGWINSZ, nix::libc::winsize);

@@ -613,6 +613,9 @@ impl PodWorkers {
                 .collect(),
             labels: container_labels,
             log_path: format!("{}/{attempt}.log", c.name),
+            stdin: c.stdin,
+            stdin_once: c.stdin_once,
+            tty: c.tty,
             mounts: self.volumes.mounts(volumes, c)?,
             linux: Some(cri::LinuxContainerConfig {
                 resources: Some(super::resources::container(c)),

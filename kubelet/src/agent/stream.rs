@@ -284,15 +284,36 @@ impl KubeletStreams for Streams {
             Some(PodExecInput { input: Some(pod_exec_input::Input::Start(start)) }) => start,
             _ => return Err(Status::invalid_argument("an exec starts with its start message")),
         };
-        let url = self.prepare(&start).await?;
+        let url = self.prepare(&start, false).await?;
         let (ws, protocol) = connect(&url).await?;
+        Ok(Response::new(relay(move |tx| Box::pin(exec_relay(ws, protocol, input, tx)))))
+    }
+
+    type AttachStream = BoxStream<PodExecOutput>;
+
+    async fn attach(
+        &self,
+        request: Request<tonic::Streaming<PodExecInput>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let mut input = request.into_inner();
+        let start = match input.message().await? {
+            Some(PodExecInput { input: Some(pod_exec_input::Input::Start(start)) }) => start,
+            _ => return Err(Status::invalid_argument("an attach starts with its start message")),
+        };
+        if !start.command.is_empty() {
+            return Err(Status::invalid_argument("an attach runs no command"));
+        }
+        let url = self.prepare(&start, true).await?;
+        let (ws, protocol) = connect(&url).await?;
+        // The runtime's last word is a status as an exec's is.
         Ok(Response::new(relay(move |tx| Box::pin(exec_relay(ws, protocol, input, tx)))))
     }
 }
 
 impl Streams {
-    /// Asks the runtime for an exec session in the pod's running container.
-    async fn prepare(&self, start: &PodExecStart) -> Result<String, Status> {
+    /// Asks the runtime for an exec (or, with `attach`, an attach) session
+    /// in the pod's running container.
+    async fn prepare(&self, start: &PodExecStart, attach: bool) -> Result<String, Status> {
         let container =
             self.container(&start.namespace, &start.name, &start.container, false).await?;
         if container.state != cri::ContainerState::ContainerRunning as i32 {
@@ -301,20 +322,33 @@ impl Streams {
                 start.container, start.name
             )));
         }
-        let response = self
-            .runtime
-            .clone()
-            .exec(cri::ExecRequest {
-                container_id: container.id,
-                cmd: start.command.clone(),
-                tty: start.tty,
-                stdin: start.stdin,
-                stdout: start.stdout,
-                // A terminal has one output stream.
-                stderr: start.stderr && !start.tty,
-            })
-            .await?;
-        Ok(response.into_inner().url)
+        // A terminal has one output stream.
+        let stderr = start.stderr && !start.tty;
+        let mut runtime = self.runtime.clone();
+        let url = match attach {
+            false => {
+                let request = cri::ExecRequest {
+                    container_id: container.id,
+                    cmd: start.command.clone(),
+                    tty: start.tty,
+                    stdin: start.stdin,
+                    stdout: start.stdout,
+                    stderr,
+                };
+                runtime.exec(request).await?.into_inner().url
+            }
+            true => {
+                let request = cri::AttachRequest {
+                    container_id: container.id,
+                    stdin: start.stdin,
+                    tty: start.tty,
+                    stdout: start.stdout,
+                    stderr,
+                };
+                runtime.attach(request).await?.into_inner().url
+            }
+        };
+        Ok(url)
     }
 }
 

@@ -9,6 +9,7 @@
 //! Everything is mirrored on disk ([`state`]) so a restarted service finds
 //! its sandboxes and containers again.
 
+mod attach;
 pub(crate) mod cni;
 mod container;
 mod error;

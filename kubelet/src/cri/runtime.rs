@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::attach::{ContainerIo, Wiring};
 use super::cni::PodNetns;
 use super::container::{self as proc, Exit};
 use super::error::{CriError, Result};
@@ -67,6 +68,9 @@ struct ContainerEntry {
     process: Mutex<Option<executor::Container>>,
     /// Flips to true once the exit is recorded.
     exited: watch::Sender<bool>,
+    /// The container's own standard streams, for attach; None for one
+    /// this runtime did not create (it was restarted) or without a log.
+    io: Option<Arc<ContainerIo>>,
 }
 
 impl ContainerEntry {
@@ -240,6 +244,7 @@ impl Runtime {
                 data: Mutex::new(ContainerData { record, config }),
                 process: Mutex::new(process),
                 exited: watch::channel(exited).0,
+                io: None,
             });
             self.objects().containers.insert(id, entry);
         }
@@ -589,24 +594,28 @@ impl Runtime {
                 path: bundle.join("config.json"),
                 reason: e.to_string(),
             })?;
-            let stdio = match &log_path {
+            // Without a log directory the output goes nowhere, but a
+            // terminal or stdin is still kept for attach.
+            let log = match &log_path {
                 Some(p) => {
                     if let Some(parent) = p.parent() {
                         fs::create_dir_all(parent).map_err(CriError::io(parent))?;
                     }
-                    Stdio::CriLog(p.clone())
+                    p.clone()
                 }
-                None => Stdio::Null,
+                None => PathBuf::from("/dev/null"),
             };
             let mut opts = CreateOptions::new(&cid, &bundle, rt.executor_root());
             opts.cgroup_parent = sandbox_record.cgroup.clone();
-            opts.stdio = stdio;
+            let mut wiring = Wiring::plan(&log, cfg.stdin, cfg.stdin_once, cfg.tty)?;
+            wiring.wire(&mut opts);
             let process = executor::Container::create(opts)?;
+            let io = wiring.finish(&log, cfg.stdin, cfg.stdin_once)?;
             state::save_json(&rt.container_dir(&cid).join("container.json"), &record)?;
-            Ok((process, record))
+            Ok((process, record, io))
         })
         .await;
-        let (process, record) = match made {
+        let (process, record, io) = match made {
             Ok(v) => v,
             Err(e) => {
                 let rt = self.clone();
@@ -625,6 +634,7 @@ impl Runtime {
             data: Mutex::new(ContainerData { record, config }),
             process: Mutex::new(Some(process)),
             exited: watch::channel(false).0,
+            io: Some(Arc::new(io)),
         });
         self.objects().containers.insert(id.clone(), entry);
         Ok(id)
@@ -898,6 +908,19 @@ impl Runtime {
         state::save_proto(&self.container_dir(id).join("config.pb"), &data.config)?;
         tracing::info!(container = %id, "container resources updated");
         Ok(())
+    }
+
+    /// The standard streams of running container `id`, to attach to.
+    pub(super) fn container_io(&self, id: &str) -> Result<Arc<ContainerIo>> {
+        let entry = self.entry(id)?;
+        if entry.data().record.phase != ContainerPhase::Running {
+            return Err(CriError::FailedPrecondition(format!("container {id} is not running")));
+        }
+        entry.io.clone().ok_or_else(|| {
+            CriError::FailedPrecondition(format!(
+                "the streams of container {id} were lost when the runtime restarted"
+            ))
+        })
     }
 
     /// The process an exec of `cmd` runs in a running container: the

@@ -362,6 +362,17 @@ impl RuntimeService for CriService {
         .await
     }
 
+    async fn attach(
+        &self,
+        request: Request<cri::AttachRequest>,
+    ) -> std::result::Result<Response<cri::AttachResponse>, Status> {
+        let req = request.into_inner();
+        observe("Attach", async {
+            Ok(cri::AttachResponse { url: self.streams.attach(&self.runtime, req)? })
+        })
+        .await
+    }
+
     async fn container_stats(
         &self,
         request: Request<cri::ContainerStatsRequest>,

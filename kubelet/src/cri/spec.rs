@@ -231,6 +231,10 @@ pub fn env(config: &cri::ContainerConfig, image: &RunConfig) -> Vec<String> {
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, DEFAULT_PATH.to_string());
     }
+    // A terminal gets a type, as other runtimes give it.
+    if config.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".to_string());
+    }
     env
 }
 
@@ -402,9 +406,6 @@ fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> Result<LinuxName
 /// The full spec.
 pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     let config = input.config;
-    if config.tty || config.stdin {
-        return Err(CriError::Unsupported("tty and stdin for containers".into()));
-    }
     let linux_config = config.linux.as_ref();
     let sc = linux_config.and_then(|l| l.security_context.as_ref());
     let privileged = sc.is_some_and(|s| s.privileged);
@@ -431,7 +432,8 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         .or_else(|| input.image.working_dir.clone().filter(|d| !d.is_empty()))
         .unwrap_or_else(|| "/".into());
     let process = spec.process_mut().as_mut().expect("the default spec has a process");
-    process.set_terminal(Some(false));
+    // With a terminal the runtime takes its master from the container.
+    process.set_terminal(Some(config.tty));
     process.set_args(Some(argv(config, input.image)?));
     process.set_env(Some(env(config, input.image)));
     process.set_cwd(PathBuf::from(cwd));

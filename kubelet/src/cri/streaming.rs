@@ -1,13 +1,14 @@
-//! The runtime's streaming server. CRI `Exec` only prepares a session and
-//! answers with a one-time URL here; the client (the node agent) connects
-//! to it with a WebSocket and speaks Kubernetes' remote command protocol
-//! (`v5.channel.k8s.io`, or `v4.channel.k8s.io`), as it would to
-//! containerd's streaming server. The command runs through the executor's
-//! exec, on pipes or on a pseudo-terminal.
+//! The runtime's streaming server. CRI `Exec` and `Attach` only prepare a
+//! session and answer with a one-time URL here; the client (the node agent)
+//! connects to it with a WebSocket and speaks Kubernetes' remote command
+//! protocol (`v5.channel.k8s.io`, or `v4.channel.k8s.io`), as it would to
+//! containerd's streaming server. An exec's command runs through the
+//! executor's exec, on pipes or on a pseudo-terminal; an attach joins the
+//! container's own streams ([`super::attach`]).
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use futures::{SinkExt, StreamExt};
 use oci_spec::runtime::Process;
 use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::Message;
@@ -42,9 +43,13 @@ pub(super) struct Streams {
 
 struct Pending {
     container_id: String,
-    process: Process,
-    request: cri::ExecRequest,
+    job: Job,
     expires: Instant,
+}
+
+enum Job {
+    Exec { process: Box<Process>, request: cri::ExecRequest },
+    Attach(cri::AttachRequest),
 }
 
 impl Streams {
@@ -73,27 +78,38 @@ impl Streams {
         }
         let process =
             runtime.exec_process(&request.container_id, request.cmd.clone(), request.tty)?;
+        let id = request.container_id.clone();
+        self.prepare(id, Job::Exec { process: Box::new(process), request }, "exec")
+    }
+
+    /// Prepares an attach session and returns its URL.
+    pub(super) fn attach(&self, runtime: &Runtime, request: cri::AttachRequest) -> Result<String> {
+        if !(request.stdin || request.stdout || request.stderr) {
+            return Err(CriError::InvalidArgument(
+                "one of stdin, stdout or stderr must be streamed".into(),
+            ));
+        }
+        // Checked now so the caller hears of it; the request's tty is not:
+        // the container's own decides, as in containerd.
+        runtime.container_io(&request.container_id)?;
+        let id = request.container_id.clone();
+        self.prepare(id, Job::Attach(request), "attach")
+    }
+
+    fn prepare(&self, container_id: String, job: Job, kind: &str) -> Result<String> {
         let mut token = [0u8; 16];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut token)
-            .map_err(|_| CriError::Task("no randomness for an exec token".into()))?;
+            .map_err(|_| CriError::Task("no randomness for a stream token".into()))?;
         let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
         let mut pending = self.pending.lock().expect("pending lock is never poisoned");
         let now = Instant::now();
         pending.retain(|_, p| p.expires > now);
-        pending.insert(
-            token.clone(),
-            Pending {
-                container_id: request.container_id.clone(),
-                process,
-                request,
-                expires: now + URL_TTL,
-            },
-        );
-        Ok(format!("{}/exec/{token}", self.base))
+        pending.insert(token.clone(), Pending { container_id, job, expires: now + URL_TTL });
+        Ok(format!("{}/{kind}/{token}", self.base))
     }
 
     fn take(&self, path: &str) -> Option<Pending> {
-        let token = path.strip_prefix("/exec/")?;
+        let token = path.strip_prefix("/exec/").or_else(|| path.strip_prefix("/attach/"))?;
         let pending = self.pending.lock().expect("pending lock is never poisoned").remove(token)?;
         (pending.expires > Instant::now()).then_some(pending)
     }
@@ -176,10 +192,10 @@ async fn session(streams: Arc<Streams>, runtime: Arc<Runtime>, tcp: TcpStream) {
 }
 
 /// A descriptor the relay reads or writes without blocking a thread.
-struct FdIo(AsyncFd<OwnedFd>);
+pub(super) struct FdIo(AsyncFd<OwnedFd>);
 
 impl FdIo {
-    fn new(fd: OwnedFd) -> io::Result<Arc<FdIo>> {
+    pub(super) fn new(fd: OwnedFd) -> io::Result<Arc<FdIo>> {
         use nix::fcntl::{fcntl, FcntlArg, OFlag};
         let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
         fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
@@ -201,7 +217,7 @@ impl FdIo {
         }
     }
 
-    async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+    pub(super) async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             let mut ready = self.0.writable().await?;
             match ready.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from))
@@ -215,14 +231,7 @@ impl FdIo {
     }
 
     fn resize(&self, width: u32, height: u32) {
-        let size = libc::winsize {
-            ws_row: height.min(u16::MAX as u32) as u16,
-            ws_col: width.min(u16::MAX as u32) as u16,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ reads one winsize from the pointer.
-        unsafe { libc::ioctl(self.0.get_ref().as_raw_fd(), libc::TIOCSWINSZ, &size) };
+        super::attach::set_window_size(self.0.get_ref(), width, height);
     }
 }
 
@@ -235,7 +244,7 @@ struct Ends {
     terminal: Option<Arc<FdIo>>,
 }
 
-fn null() -> Result<OwnedFd> {
+pub(super) fn null() -> Result<OwnedFd> {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -244,7 +253,7 @@ fn null() -> Result<OwnedFd> {
         .map_err(CriError::io("/dev/null"))
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+pub(super) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(CriError::sys("pipe"))
 }
 
@@ -313,19 +322,37 @@ fn normal_close() -> Message {
     Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "".into() }))
 }
 
+type WsError = tokio_tungstenite::tungstenite::Error;
+
 async fn run(
     ws: Ws,
     pending: Pending,
     protocol: &'static str,
     runtime: Arc<Runtime>,
-) -> std::result::Result<(), tokio_tungstenite::tungstenite::Error> {
+) -> std::result::Result<(), WsError> {
+    let Pending { container_id, job, .. } = pending;
+    match job {
+        Job::Exec { process, request } => {
+            run_exec(ws, container_id, *process, request, protocol, runtime).await
+        }
+        Job::Attach(request) => run_attach(ws, container_id, request, protocol, runtime).await,
+    }
+}
+
+async fn run_exec(
+    ws: Ws,
+    container_id: String,
+    process: Process,
+    request: cri::ExecRequest,
+    protocol: &'static str,
+    runtime: Arc<Runtime>,
+) -> std::result::Result<(), WsError> {
     let (mut sink, mut incoming) = ws.split();
-    let started = match ends(&pending.request) {
+    let started = match ends(&request) {
         Ok(Ends { child, stdin, outputs, terminal }) => {
             // The executor duplicates the descriptors for the command; ours
             // go with `child` on that thread, so the pipes end when the
             // command does.
-            let Pending { container_id, process, .. } = pending;
             let rt = runtime.clone();
             tokio::task::spawn_blocking(move || {
                 rt.spawn_exec(&container_id, &process, Stdio::Fds(Arc::new(child)))
@@ -427,6 +454,109 @@ async fn run(
     let code = exit.unwrap_or(255);
     if input_open {
         sink.send(Message::binary(rc::frame(rc::ERROR, &rc::exit_status(code)))).await?;
+        sink.send(normal_close()).await?;
+    }
+    Ok(())
+}
+
+/// How long stdin still queued when an attach ends may take to reach the
+/// container.
+const STDIN_FLUSH: Duration = Duration::from_secs(1);
+
+/// Relays one attach: the container's output (the streams the client asked
+/// for) to the client, and the client's stdin and resizes to the container,
+/// until the container's output ends or the client goes away.
+async fn run_attach(
+    ws: Ws,
+    container_id: String,
+    request: cri::AttachRequest,
+    protocol: &'static str,
+    runtime: Arc<Runtime>,
+) -> std::result::Result<(), WsError> {
+    let (mut sink, mut incoming) = ws.split();
+    let io = match runtime.container_io(&container_id) {
+        Ok(io) => io,
+        Err(e) => {
+            sink.send(Message::binary(rc::frame(rc::ERROR, &rc::failure(&e.to_string())))).await?;
+            return sink.send(normal_close()).await;
+        }
+    };
+    let mut output = io.subscribe();
+    let stdin = if request.stdin { io.claim_stdin() } else { None };
+    let claimed = stdin.is_some();
+    // Writes go through a task, so a container that does not read its
+    // stdin cannot stall the output.
+    let mut writer = JoinSet::new();
+    let mut stdin_tx = stdin.map(|fd| {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        writer.spawn(async move {
+            while let Some(data) = rx.recv().await {
+                if fd.write_all(&data).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tx
+    });
+    let tty = io.tty();
+    let mut client_open = true;
+    loop {
+        tokio::select! {
+            chunk = output.recv() => match chunk {
+                Ok((stderr, data)) => {
+                    let (channel, wanted) = match stderr && !tty {
+                        true => (rc::STDERR, request.stderr),
+                        false => (rc::STDOUT, request.stdout),
+                    };
+                    if wanted {
+                        sink.send(Message::binary(rc::frame(channel, &data))).await?;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(container = %container_id, missed, "attach fell behind the output");
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            message = incoming.next() => match message {
+                Some(Ok(Message::Binary(data))) => match data.first() {
+                    Some(&rc::STDIN) => {
+                        if let Some(tx) = &stdin_tx {
+                            let _ = tx.send(data[1..].to_vec());
+                        }
+                    }
+                    Some(&rc::RESIZE) => {
+                        if let Some((w, h)) = rc::parse_resize(&data[1..]) {
+                            io.resize(w, h);
+                        }
+                    }
+                    Some(&rc::CLOSE) if protocol == rc::V5 && data.get(1) == Some(&rc::STDIN) => {
+                        // The writer drains what is queued, then lets go;
+                        // with stdinOnce the container then reads its end.
+                        stdin_tx = None;
+                        if claimed {
+                            io.release_stdin();
+                        }
+                    }
+                    _ => {}
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    client_open = false;
+                    break;
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    drop(stdin_tx);
+    let _ =
+        tokio::time::timeout(STDIN_FLUSH, async { while writer.join_next().await.is_some() {} })
+            .await;
+    writer.shutdown().await;
+    if claimed {
+        io.release_stdin();
+    }
+    if client_open {
+        sink.send(Message::binary(rc::frame(rc::ERROR, &rc::exit_status(0)))).await?;
         sink.send(normal_close()).await?;
     }
     Ok(())

@@ -26,6 +26,38 @@ pub(crate) fn connect(path: &Path) -> Result<OwnedFd> {
     Ok(OwnedFd::from(stream))
 }
 
+/// The console socket's listening side: takes the one message a container
+/// with `process.terminal` sends on `stream` (a connection to the console
+/// socket), and returns the pty's name inside the container and its master.
+pub fn receive(stream: &impl AsRawFd) -> Result<(String, OwnedFd)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned};
+    use std::os::fd::{FromRawFd, RawFd};
+    let mut buf = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg =
+        recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+            .map_err(ExecutorError::sys("receive the terminal from the console socket"))?;
+    let mut fds: Vec<RawFd> = Vec::new();
+    for c in msg.cmsgs().map_err(ExecutorError::sys("console socket message"))? {
+        if let ControlMessageOwned::ScmRights(got) = c {
+            fds.extend(got);
+        }
+    }
+    let len = msg.bytes;
+    // SAFETY: these fds just arrived in this process and nothing else owns them.
+    let mut owned: Vec<OwnedFd> =
+        fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect();
+    if owned.len() != 1 {
+        return Err(ExecutorError::Setup(format!(
+            "the console socket carried {} descriptors, not one pty master",
+            owned.len()
+        )));
+    }
+    let name = String::from_utf8_lossy(&buf[..len]).into_owned();
+    Ok((name, owned.remove(0)))
+}
+
 /// In init, after pivot_root: opens a pty pair, binds the slave over
 /// /dev/console, sends the master over `socket` and returns the slave.
 pub(crate) fn setup(socket: &OwnedFd) -> Step<OwnedFd> {

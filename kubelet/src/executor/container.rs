@@ -61,6 +61,10 @@ pub struct CreateOptions {
     /// Where a spec with `process.terminal` sends its pty master (runc's
     /// `--console-socket`); the terminal then replaces `stdio`.
     pub console_socket: Option<PathBuf>,
+    /// Instead of a path: one end of an already-connected socket (a
+    /// socketpair), for callers that receive the master in-process with
+    /// [`super::console::receive`].
+    pub console_stream: Option<std::sync::Arc<OwnedFd>>,
 }
 
 impl CreateOptions {
@@ -76,6 +80,7 @@ impl CreateOptions {
             cgroup_parent: PathBuf::from("/berth"),
             stdio: Stdio::Inherit,
             console_socket: None,
+            console_stream: None,
         }
     }
 }
@@ -189,7 +194,7 @@ impl Container {
         validate_id(&opts.id)?;
         let bundle = opts.bundle.canonicalize().map_err(ExecutorError::io(&opts.bundle))?;
         let spec = load_spec(&bundle)?;
-        check_supported(&spec, opts.console_socket.is_some())?;
+        check_supported(&spec, opts.console_socket.is_some() || opts.console_stream.is_some())?;
         let root_path =
             spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| "rootfs".into());
         let rootfs = bundle.join(root_path);
@@ -250,7 +255,13 @@ impl Container {
             .transpose()
             .map_err(ExecutorError::Seccomp)?;
         let (stdio, log) = child_stdio(&opts.stdio)?;
-        let console = opts.console_socket.as_deref().map(console::connect).transpose()?;
+        let console = match (&opts.console_socket, &opts.console_stream) {
+            (Some(path), _) => Some(console::connect(path)?),
+            (None, Some(stream)) => {
+                Some(stream.try_clone().map_err(ExecutorError::io("console socket"))?)
+            }
+            (None, None) => None,
+        };
         let (sync_r, sync_w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ExecutorError::sys("sync pipe"))?;
         let (go_r, go_w) =

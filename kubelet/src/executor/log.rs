@@ -59,30 +59,46 @@ pub(crate) struct LogPipes {
     pub pump: LogPump,
 }
 
+/// Sees each chunk the pump reads, before it is written: whether it came
+/// from stderr, and the bytes. Dropped when the pump's thread ends.
+pub type Tap = Box<dyn FnMut(bool, &[u8]) + Send>;
+
 impl LogPump {
     /// Opens (appending) `path` and starts the thread.
     pub(crate) fn start(path: &Path) -> Result<LogPipes> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(ExecutorError::io(path))?;
         let pipe = || {
             nix::unistd::pipe2(OFlag::O_CLOEXEC)
                 .map_err(ExecutorError::sys("pipe for container logs"))
         };
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
-        let (stop_r, stop_w) = pipe()?;
+        let pump = LogPump::spawn(path, out_r, Some(err_r), None)?;
+        Ok(LogPipes { stdout: out_w, stderr: err_w, pump })
+    }
+
+    /// Copies what can be read from `stdout` and `stderr` (None where a
+    /// terminal merges them into `stdout`) into the CRI log at `path`
+    /// (appending), and hands each chunk to `tap` too.
+    pub fn spawn(
+        path: &Path,
+        stdout: OwnedFd,
+        stderr: Option<OwnedFd>,
+        tap: Option<Tap>,
+    ) -> Result<LogPump> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(ExecutorError::io(path))?;
+        let (stop_r, stop_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+            .map_err(ExecutorError::sys("pipe for container logs"))?;
+        let mut streams = vec![Stream::new("stdout", stdout)];
+        streams.extend(stderr.map(|fd| Stream::new("stderr", fd)));
         let thread = std::thread::Builder::new()
             .name("berth-cri-log".into())
-            .spawn(move || pump(file, out_r, err_r, stop_r))
+            .spawn(move || pump(file, streams, stop_r, tap))
             .map_err(ExecutorError::io(path))?;
-        Ok(LogPipes {
-            stdout: out_w,
-            stderr: err_w,
-            pump: LogPump { stop: Some(stop_w), thread: Some(thread) },
-        })
+        Ok(LogPump { stop: Some(stop_w), thread: Some(thread) })
     }
 
     /// Drains what the pipes hold now, writes it, and joins the thread.
@@ -104,11 +120,10 @@ impl Drop for LogPump {
     }
 }
 
-fn pump(mut file: File, out: OwnedFd, err: OwnedFd, stop: OwnedFd) {
-    let mut streams = [Stream::new("stdout", out), Stream::new("stderr", err)];
+fn pump(mut file: File, mut streams: Vec<Stream>, stop: OwnedFd, mut tap: Option<Tap>) {
     let mut stopping = false;
     loop {
-        let open: Vec<usize> = (0..2).filter(|i| streams[*i].fd.is_some()).collect();
+        let open: Vec<usize> = (0..streams.len()).filter(|i| streams[*i].fd.is_some()).collect();
         if open.is_empty() {
             break;
         }
@@ -138,7 +153,7 @@ fn pump(mut file: File, out: OwnedFd, err: OwnedFd, stop: OwnedFd) {
         }
         for (slot, i) in open.iter().enumerate() {
             if ready[slot] {
-                streams[*i].read_into(&mut file);
+                streams[*i].read_into(&mut file, tap.as_mut());
             }
         }
     }
@@ -158,15 +173,20 @@ impl Stream {
         Self { name, fd: Some(fd), buf: Vec::new() }
     }
 
-    fn read_into(&mut self, file: &mut File) {
+    fn read_into(&mut self, file: &mut File, tap: Option<&mut Tap>) {
         let Some(fd) = &self.fd else { return };
         let mut chunk = [0u8; 8192];
         match nix::unistd::read(fd, &mut chunk) {
+            Err(nix::Error::EINTR | nix::Error::EAGAIN) => {}
+            // A terminal whose other side has closed answers EIO: its end.
             Ok(0) | Err(_) => {
                 self.fd = None;
                 self.flush_partial(file);
             }
             Ok(n) => {
+                if let Some(tap) = tap {
+                    tap(self.name == "stderr", &chunk[..n]);
+                }
                 self.buf.extend_from_slice(&chunk[..n]);
                 self.write_lines(file);
             }

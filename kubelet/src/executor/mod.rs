@@ -22,7 +22,8 @@ mod seccomp;
 mod tests;
 
 pub use cli::runtime_main;
+pub use console::receive as receive_console;
 pub use container::{Container, CreateOptions, ExecProcess, ExitStatus, Stdio};
 pub use error::ExecutorError;
-pub use log::{parse_record, LogRecord};
+pub use log::{parse_record, LogPump, LogRecord, Tap};
 pub use seccomp::{runtime_default as seccomp_runtime_default, SeccompError};

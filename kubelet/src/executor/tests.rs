@@ -377,27 +377,9 @@ fn runtime_cli_drives_the_lifecycle() {
 /// Accepts the runtime's connection on the console socket and takes the pty
 /// master it sends, as runc's callers (containerd's shim, podman) do.
 fn receive_console(listener: &std::os::unix::net::UnixListener) -> (String, std::fs::File) {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    use std::os::fd::{AsRawFd, FromRawFd, RawFd};
     let (stream, _) = listener.accept().unwrap();
-    let mut buf = [0u8; 256];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg =
-        recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-            .unwrap();
-    let fd = msg
-        .cmsgs()
-        .unwrap()
-        .find_map(|c| match c {
-            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-            _ => None,
-        })
-        .expect("the console socket carried no fd");
-    let len = msg.bytes;
-    let name = String::from_utf8_lossy(&buf[..len]).into_owned();
-    // SAFETY: the fd just arrived in this process and nothing else owns it.
-    (name, unsafe { std::fs::File::from_raw_fd(fd) })
+    let (name, master) = super::receive_console(&stream).unwrap();
+    (name, std::fs::File::from(master))
 }
 
 #[test]
