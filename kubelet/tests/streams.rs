@@ -791,6 +791,7 @@ async fn attach_joins_a_containers_own_streams() {
         return;
     }
     cluster.run_pod_with("reader2", "read line; echo got:$line", interactive(false)).await;
+    cluster.run_pod_with("shell2", "exec sh", interactive(true)).await;
     let config = cluster.dir.path().join("kubeconfig");
     fs::write(
         &config,
@@ -807,6 +808,26 @@ async fn attach_joins_a_containers_own_streams() {
     tokio::task::block_in_place(|| {
         let out = k.ok(&["attach", "-i", "reader2"], Some("piped\n"));
         assert!(out.contains("got:piped"), "{out:?}");
+        // attach -it: kubectl on a terminal of its own, joining the shell
+        // on the container's; the attach ends when the shell exits.
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let slave = || std::process::Stdio::from(pty.slave.try_clone().unwrap());
+        let mut child = ChildGuard(
+            k.command(&["attach", "-it", "shell2"])
+                .stdin(slave())
+                .stdout(slave())
+                .stderr(slave())
+                .spawn()
+                .unwrap(),
+        );
+        drop(pty.slave);
+        let mut master = fs::File::from(pty.master);
+        let reader = master.try_clone().unwrap();
+        master.write_all(b"test -t 0 && echo tty-$((6*7)); exit 5\n").unwrap();
+        let seen = read_until(reader, "tty-42", Duration::from_secs(30));
+        assert!(seen.contains("tty-42"), "{seen:?}");
+        let status = child.0.wait().unwrap();
+        assert!(status.success(), "a finished attach is kubectl's success: {status}");
         // The classic one-off: create, attach with stdin, delete.
         let out = k.run(
             &[
