@@ -157,6 +157,36 @@ pub fn runtime_default(capabilities: &[String]) -> LinuxSeccomp {
         .expect("every field of a profile is set")
 }
 
+/// The bit that marks an x32-ABI call on x86_64 (`__X32_SYSCALL_BIT`).
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// `AUDIT_ARCH_X86_64`, the arch seccomp reports for x86_64 and x32 calls.
+const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+
+/// On x86_64, a filter that fails every x32-ABI call with ENOSYS. x32 calls
+/// report the x86_64 arch but carry their own numbers (the native number
+/// plus `X32_SYSCALL_BIT`), so rules by name never match them: on a kernel
+/// with x32 enabled, a profile that allows by default would let
+/// `mount | X32_SYSCALL_BIT` through. Containers get no x32 at all, as on a
+/// kernel built without it.
+fn x32_refusal() -> BpfProgram {
+    use seccompiler::sock_filter;
+    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    // struct seccomp_data: nr at offset 0, arch at offset 4.
+    let op = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+    vec![
+        op(LD_W_ABS, 0, 0, 4),
+        op(JEQ_K, 0, 3, AUDIT_ARCH_X86_64),
+        op(LD_W_ABS, 0, 0, 0),
+        op(JSET_K, 0, 1, X32_SYSCALL_BIT),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ]
+}
+
 /// This machine's architecture as seccompiler names it.
 fn native_arch() -> Result<TargetArch, SeccompError> {
     TargetArch::try_from(std::env::consts::ARCH).map_err(|_| {
@@ -295,12 +325,17 @@ pub(crate) fn compile(profile: &LinuxSeccomp) -> Result<Program, SeccompError> {
     }
     let mut compiled = seccompiler::compile_from_json(json!(filters).to_string().as_bytes(), arch)
         .map_err(|e| SeccompError(e.to_string()))?;
-    let filters = order
+    let mut filters = order
         .iter()
         .map(|(name, _)| {
             compiled.remove(name).ok_or_else(|| SeccompError(format!("filter {name} missing")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // Where calls are allowed unless a rule names them, x32 numbers would
+    // escape the rules; an allow-list profile refuses them by default.
+    if default == allow && arch == TargetArch::x86_64 && !profile_is_empty(&groups) {
+        filters.insert(0, x32_refusal());
+    }
     if let Some(f) = filters.iter().find(|f| f.len() > u16::MAX as usize) {
         return Err(SeccompError(format!("a filter of {} instructions is too long", f.len())));
     }
@@ -315,6 +350,11 @@ pub(crate) fn compile(profile: &LinuxSeccomp) -> Result<Program, SeccompError> {
         };
     }
     Ok(Program { filters, flags })
+}
+
+/// Whether a profile has no rule other than allow: nothing to escape.
+fn profile_is_empty(groups: &[(Value, Vec<Value>)]) -> bool {
+    groups.iter().all(|(act, rules)| *act == json!("allow") || rules.is_empty())
 }
 
 /// Installs the filters on the calling thread. Runs in the forked container
@@ -363,11 +403,58 @@ mod tests {
         assert!(denied.iter().any(|n| n == "keyctl"), "keys stay denied");
     }
 
+    /// Runs a classic BPF seccomp program (the instructions `x32_refusal`
+    /// uses) on a call `nr` of `arch`, as the kernel would.
+    fn run_filter(program: &BpfProgram, nr: u32, arch: u32) -> u32 {
+        let data = [nr, arch];
+        let (mut pc, mut a) = (0usize, 0u32);
+        loop {
+            let i = &program[pc];
+            pc += 1;
+            match i.code as u32 {
+                c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS => a = data[i.k as usize / 4],
+                c if c == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K => {
+                    pc += usize::from(if a == i.k { i.jt } else { i.jf });
+                }
+                c if c == libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K => {
+                    pc += usize::from(if a & i.k != 0 { i.jt } else { i.jf });
+                }
+                c if c == libc::BPF_RET | libc::BPF_K => return i.k,
+                other => panic!("instruction {other:#x} is not interpreted here"),
+            }
+        }
+    }
+
+    #[test]
+    fn x32_calls_are_refused_where_rules_name_calls() {
+        let program = compile(&runtime_default(&[])).unwrap();
+        if std::env::consts::ARCH != "x86_64" {
+            assert_eq!(program.filters.len(), 2);
+            return;
+        }
+        let x32 = &program.filters[0];
+        let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+        let mount = libc::SYS_mount as u32;
+        assert_eq!(run_filter(x32, mount | X32_SYSCALL_BIT, AUDIT_ARCH_X86_64), enosys);
+        assert_eq!(run_filter(x32, mount, AUDIT_ARCH_X86_64), libc::SECCOMP_RET_ALLOW);
+        // i386 calls are another arch, left to the other filters.
+        assert_eq!(run_filter(x32, 21 | X32_SYSCALL_BIT, 3 | 0x4000_0000), libc::SECCOMP_RET_ALLOW);
+        // An allow-list profile refuses x32 numbers by its default already.
+        let allow_list: LinuxSeccomp = serde_json::from_value(json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]
+        }))
+        .unwrap();
+        assert_eq!(compile(&allow_list).unwrap().filters.len(), 1);
+    }
+
     #[test]
     fn profiles_compile_to_one_filter_per_action() {
         let default = compile(&runtime_default(&[])).unwrap();
-        // EPERM rules and ENOSYS for clone3; allow by default needs no filter.
-        assert_eq!(default.filters.len(), 2);
+        // EPERM rules and ENOSYS for clone3 (and, on x86_64, the x32
+        // refusal); allow by default needs no filter.
+        let x32 = usize::from(std::env::consts::ARCH == "x86_64");
+        assert_eq!(default.filters.len(), 2 + x32);
         let allow_list: LinuxSeccomp = serde_json::from_value(json!({
             "defaultAction": "SCMP_ACT_ERRNO",
             "flags": ["SECCOMP_FILTER_FLAG_LOG"],
