@@ -52,6 +52,7 @@ impl From<berth_patch::PatchError> for ApiError {
         match e {
             P::BadRequest(m) => ApiError::BadRequest(m),
             P::UnsupportedMediaType(m) => ApiError::UnsupportedMediaType(m),
+            P::RequestEntityTooLarge(m) => ApiError::TooLarge(m),
             P::FieldConflicts { kind, name, causes } => {
                 ApiError::FieldConflicts { kind, name, causes }
             }

@@ -7,6 +7,9 @@ pub enum PatchError {
     /// The patch is malformed or cannot be applied to this object.
     #[error("{0}")]
     BadRequest(String),
+    /// The patch is larger than allowed (too many JSON patch operations).
+    #[error("{0}")]
+    RequestEntityTooLarge(String),
     /// The content type names no patch format (the message lists them).
     #[error("{0}")]
     UnsupportedMediaType(String),

@@ -6,6 +6,9 @@
 use crate::PatchError;
 use serde_json::{Map, Value};
 
+/// The most operations one JSON patch may have, as in Kubernetes.
+pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
 /// A parsed patch, ready to apply.
 pub enum Patch {
     Merge(Value),
@@ -24,6 +27,12 @@ impl Patch {
                 _ => Err(PatchError::BadRequest("a strategic merge patch must be an object".into())),
             },
             "application/json-patch+json" => match value {
+                Value::Array(ops) if ops.len() > MAX_JSON_PATCH_OPERATIONS => {
+                    Err(PatchError::RequestEntityTooLarge(format!(
+                        "the JSON patch has {} operations, more than the {MAX_JSON_PATCH_OPERATIONS} allowed",
+                        ops.len()
+                    )))
+                }
                 Value::Array(ops) => Ok(Patch::Json(ops)),
                 _ => Err(PatchError::BadRequest("a JSON patch must be an array of operations".into())),
             },
@@ -369,6 +378,17 @@ mod tests {
         let mut doc = doc;
         Patch::parse(kind, &serde_json::to_vec(&patch).unwrap())?.apply(&mut doc)?;
         Ok(doc)
+    }
+
+    #[test]
+    fn json_patches_have_at_most_ten_thousand_operations() {
+        let op = json!({"op": "test", "path": "/a", "value": 1});
+        let body = |n: usize| serde_json::to_vec(&vec![op.clone(); n]).unwrap();
+        let ok = Patch::parse("application/json-patch+json", &body(MAX_JSON_PATCH_OPERATIONS));
+        assert!(ok.is_ok());
+        let too_many =
+            Patch::parse("application/json-patch+json", &body(MAX_JSON_PATCH_OPERATIONS + 1));
+        assert!(matches!(too_many, Err(PatchError::RequestEntityTooLarge(_))));
     }
 
     #[test]
