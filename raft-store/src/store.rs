@@ -123,6 +123,8 @@ pub(crate) struct Inner {
     pub(crate) config: StoreConfig,
     /// When a leader was last heard, for the election watchdog.
     pub(crate) contact: crate::election::Contact,
+    /// Set while this leader hands leadership over: new writes wait.
+    transferring: std::sync::atomic::AtomicBool,
     stop: CancellationToken,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     proposals: mpsc::Sender<Pending>,
@@ -201,6 +203,7 @@ impl Store {
             lessor,
             config,
             contact: Default::default(),
+            transferring: Default::default(),
             stop,
             tasks: Default::default(),
             proposals,
@@ -301,6 +304,15 @@ impl Store {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.inner.config.request_timeout;
         let result = loop {
+            // A leader handing over takes no new entries, so the target
+            // catches up and stays caught up; after the handover the write
+            // goes to the new leader.
+            while self.inner.transferring.load(std::sync::atomic::Ordering::Acquire) {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(unavailable("leadership is moving; try again"));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             let write = self.inner.raft.client_write(Proposal(command.clone()));
             match tokio::time::timeout_at(deadline, write).await {
                 Err(_) => break Err(unavailable("the write did not commit in time (no quorum?)")),
@@ -720,9 +732,12 @@ impl Store {
     pub async fn transfer_leader(&self, to: NodeId) -> Result<NodeId, StoreError> {
         let status = self.status()?;
         if status.leader != Some(self.inner.id) {
-            return Err(StoreError::InvalidArgument(
-                "transfer_leader must be called on the leader".into(),
-            ));
+            // As a membership change: the caller finds the leader and asks
+            // again (its idea of the leader may be a term behind).
+            return Err(unavailable(&format!(
+                "leadership transfers go to the leader{}",
+                status.leader.map(|l| format!(" (peer {l})")).unwrap_or_default()
+            )));
         }
         if !status.voters.contains(&to) {
             return Err(StoreError::InvalidArgument(format!("peer {to} is not a voter")));
@@ -732,23 +747,48 @@ impl Store {
         }
         let addr = status.members.get(&to).cloned().unwrap_or_default();
         let raft = &self.inner.raft;
+        let _holding = Holding::start(&self.inner.transferring);
         raft.runtime_config().elect(false);
         self.inner.contact.pause(true);
         raft.runtime_config().heartbeat(false);
-        let deadline = tokio::time::Instant::now() + self.inner.config.election_timeout.1 * 6;
+        let (_, lease) = self.inner.config.election_timeout;
+        let heartbeat = self.inner.config.heartbeat;
+        let started = tokio::time::Instant::now();
+        // Room for several campaigns, each after the others' leader lease
+        // (election_timeout.1) has run out.
+        let deadline = started + lease * 15;
+        // The target campaigns once it holds every entry this leader has, and
+        // once the others' lease on this leader has run out (no heartbeats,
+        // no new entries): then its campaign can win. Once per lease, so a
+        // failed one does not keep raising the term under a new election.
+        let mut next_campaign = started + lease + heartbeat;
         let mut outcome = Err(unavailable("leadership transfer did not finish in time"));
         while tokio::time::Instant::now() < deadline {
-            if let Some(mut client) = self.inner.peers.client(to, &addr) {
-                let _ = client
-                    .transfer_leader(berth_proto::raft_v1::TransferLeaderRequest { to })
-                    .await;
-            }
-            let leader = self.inner.raft.metrics().borrow().current_leader;
-            if let Some(leader) = leader.filter(|l| *l != self.inner.id) {
+            let metrics = raft.metrics().borrow().clone();
+            if let Some(leader) = metrics.current_leader.filter(|l| *l != self.inner.id) {
                 outcome = Ok(leader);
                 break;
             }
-            tokio::time::sleep(self.inner.config.heartbeat).await;
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&to).cloned().flatten())
+                .map(|l| l.index);
+            let caught_up = match (matched, metrics.last_log_index) {
+                (_, None) => true,
+                (Some(matched), Some(last)) => matched >= last,
+                (None, Some(_)) => false,
+            };
+            let now = tokio::time::Instant::now();
+            if caught_up && now >= next_campaign {
+                if let Some(mut client) = self.inner.peers.client(to, &addr) {
+                    let _ = client
+                        .transfer_leader(berth_proto::raft_v1::TransferLeaderRequest { to })
+                        .await;
+                }
+                next_campaign = now + lease;
+            }
+            tokio::time::sleep(heartbeat).await;
         }
         raft.runtime_config().heartbeat(true);
         raft.runtime_config().elect(true);
@@ -993,6 +1033,22 @@ async fn propose_batch(store: &Store, batch: Vec<Pending>) {
                 }));
             }
         }
+    }
+}
+
+/// Holds new writes while it lives (a leadership transfer).
+struct Holding<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl<'a> Holding<'a> {
+    fn start(flag: &'a std::sync::atomic::AtomicBool) -> Holding<'a> {
+        flag.store(true, std::sync::atomic::Ordering::Release);
+        Holding(flag)
+    }
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
     }
 }
 
