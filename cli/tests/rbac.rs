@@ -2,7 +2,8 @@
 //! `--authorization-mode RBAC`, driven by the real kubectl as two users:
 //! an admin (group system:masters) and alice, who may do nothing until a
 //! RoleBinding lets her; `kubectl auth can-i` answers as Kubernetes does,
-//! and the four RBAC kinds are created, listed and deleted over REST.
+//! the four RBAC kinds are created, listed and deleted over REST, and
+//! discovery is for authenticated users only.
 
 mod common;
 
@@ -80,11 +81,17 @@ users:
 - name: alice
   user:
     token: alice-token
+# Basic credentials, which berth does not take: kubectl sends them
+# instead of asking for some, and the server sees an anonymous caller.
+- name: anonymous
+  user: {{username: nobody, password: none}}
 contexts:
 - name: admin
   context: {{cluster: berth, user: admin}}
 - name: alice
   context: {{cluster: berth, user: alice}}
+- name: anonymous
+  context: {{cluster: berth, user: anonymous}}
 current-context: admin
 ",
         ca = pki.join("ca.crt").display()
@@ -181,6 +188,18 @@ fn kubectl_auth_can_i_and_a_role_binding_that_grants_access() {
     for kind in ["ClusterRoleBinding", "ClusterRole", "RoleBinding", "Role"] {
         let listed = resources.lines().any(|l| l.split_whitespace().last() == Some(kind));
         assert!(listed, "{resources}");
+    }
+
+    // Non-resource URLs: /version is public; discovery and OpenAPI are for
+    // authenticated users (system:discovery), as in Kubernetes.
+    assert!(server.ok("anonymous", &["get", "--raw", "/version"]).contains("gitVersion"));
+    for path in ["/api", "/apis", "/openapi/v2"] {
+        let out = server.kubectl("anonymous", &["get", "--raw", path]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{path}: {stderr}");
+        let refusal = format!(r#"User "system:anonymous" cannot get path "{path}""#);
+        assert!(stderr.contains(&refusal), "{path}: {stderr}");
+        server.ok("alice", &["get", "--raw", path]);
     }
 
     // alice is authenticated but bound to nothing.

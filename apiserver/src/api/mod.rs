@@ -263,6 +263,11 @@ impl Api {
         Ok(info)
     }
 
+    /// Whether the caller may `get` the non-resource URL `path`.
+    pub(crate) fn allow_path(&self, request: &Request<()>, path: &str) -> Result<(), ApiError> {
+        self.allow(request, RequestInfo::non_resource("get", path)).map(|_| ())
+    }
+
     /// A write passes authentication, authorization and admission's request
     /// phase, then goes to a registry fenced by the token admission found.
     fn write(&self, request: &Request<()>, info: RequestInfo) -> Result<Write<'_>, ApiError> {

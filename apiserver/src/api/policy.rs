@@ -9,7 +9,7 @@ use super::rbac::GROUP;
 use super::verbs::{self, Write};
 use super::Api;
 use crate::error::ApiError;
-use crate::filters::{RequestInfo, UserInfo, AUTHENTICATED};
+use crate::filters::{RequestInfo, UserInfo, AUTHENTICATED, UNAUTHENTICATED};
 use berth_proto::meta_v1::ObjectMeta;
 use berth_proto::rbac_v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -131,6 +131,10 @@ pub(crate) fn cluster_roles() -> Vec<ClusterRole> {
             )],
         ),
         cluster_role(
+            "system:public-info-viewer",
+            vec![urls(&["get"], &["/healthz", "/livez", "/readyz", "/version", "/version/"])],
+        ),
+        cluster_role(
             "system:discovery",
             vec![urls(
                 &["get"],
@@ -213,6 +217,10 @@ pub(crate) fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
         bind("cluster-admin", subject("Group", MASTERS)),
         bind("system:basic-user", subject("Group", AUTHENTICATED)),
         bind("system:discovery", subject("Group", AUTHENTICATED)),
+        ClusterRoleBinding {
+            subjects: vec![subject("Group", AUTHENTICATED), subject("Group", UNAUTHENTICATED)],
+            ..bind("system:public-info-viewer", subject("Group", AUTHENTICATED))
+        },
         bind(SCHEDULER, subject("User", SCHEDULER)),
         bind(CONTROLLER_MANAGER, subject("User", CONTROLLER_MANAGER)),
     ]

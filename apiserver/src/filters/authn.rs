@@ -29,7 +29,7 @@ impl Authenticator for Anonymous {
     fn authenticate(&self, _: &tonic::Request<()>) -> Result<Option<UserInfo>, ApiError> {
         Ok(Some(UserInfo {
             name: "system:anonymous".into(),
-            groups: vec!["system:unauthenticated".into()],
+            groups: vec![super::UNAUTHENTICATED.into()],
         }))
     }
 }

@@ -45,7 +45,9 @@ pub use service_account::{
     service_account_user, ServiceAccountKey, ServiceAccountKeyError, ServiceAccounts,
     DEFAULT_TOKEN_DURATION, ISSUER as SERVICE_ACCOUNT_ISSUER,
 };
-pub use token::{bearer_token, TokenFile, TokenFileError, UnknownBearer, AUTHENTICATED};
+pub use token::{
+    bearer_token, TokenFile, TokenFileError, UnknownBearer, AUTHENTICATED, UNAUTHENTICATED,
+};
 pub use x509::ClientCertificates;
 
 use crate::error::ApiError;
@@ -137,6 +139,22 @@ impl RequestInfo {
             namespace: if T::NAMESPACED { namespace.into() } else { String::new() },
             name: name.into(),
             path: String::new(),
+            user: UserInfo::default(),
+            fence: None,
+            warnings: Warnings::default(),
+        }
+    }
+
+    /// A request for a non-resource URL (discovery, OpenAPI, /version).
+    pub(crate) fn non_resource(verb: &'static str, path: &str) -> RequestInfo {
+        RequestInfo {
+            verb,
+            api_group: "",
+            resource: "",
+            subresource: "",
+            namespace: String::new(),
+            name: String::new(),
+            path: path.into(),
             user: UserInfo::default(),
             fence: None,
             warnings: Warnings::default(),

@@ -14,6 +14,9 @@ use subtle::ConstantTimeEq;
 /// The group every authenticated user is in.
 pub const AUTHENTICATED: &str = "system:authenticated";
 
+/// The group of a caller no authenticator recognised (`system:anonymous`).
+pub const UNAUTHENTICATED: &str = "system:unauthenticated";
+
 /// The token of an `Authorization: Bearer <token>` header (gRPC metadata
 /// `authorization`), if the request carries one. A header with another
 /// scheme (Basic) is not a bearer token.

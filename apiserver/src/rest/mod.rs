@@ -43,7 +43,10 @@ use std::time::Duration;
 
 /// The REST routes, to merge into the peer's HTTP server.
 pub(crate) fn router(api: Api) -> Router {
-    Router::new()
+    // Discovery and OpenAPI are non-resource URLs: RBAC says who reads them
+    // (system:discovery, bound to every authenticated user; /version and
+    // the health URLs to anyone, through system:public-info-viewer).
+    let non_resource = Router::new()
         .route("/version", get(|| async { json_response(StatusCode::OK, &discovery::version()) }))
         .route("/api", get(|headers: HeaderMap| async move { discover(&headers, true) }))
         .route("/apis", get(|headers: HeaderMap| async move { discover(&headers, false) }))
@@ -63,11 +66,27 @@ pub(crate) fn router(api: Api) -> Router {
                 }
             }),
         )
+        .route_layer(axum::middleware::from_fn_with_state(api.clone(), authorize_path));
+    Router::new()
+        .merge(non_resource)
         .merge(stream::routes())
         .route("/api/v1/{*path}", any(core))
         .route("/apis/{group}/{version}/{*path}", any(grouped))
         .with_state(api)
         .layer(axum::extract::DefaultBodyLimit::max(crate::filters::MAX_REQUEST_BODY))
+}
+
+/// Lets a request for a non-resource URL through if the caller may get it.
+async fn authorize_path(
+    State(api): State<Api>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let on = request.extensions().get::<berth_tls::ConnectionInfo>().cloned();
+    match api.allow_path(&head(request.headers(), on), request.uri().path()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => error(e),
+    }
 }
 
 /// /api or /apis: the aggregated discovery document when the client
