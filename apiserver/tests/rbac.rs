@@ -22,6 +22,7 @@ const RBAC: &str = "rbac.authorization.k8s.io";
 
 /// One apiserver peer with every gRPC service, its bootstrap done.
 struct Peer {
+    api: Api,
     channel: Channel,
     store: Store,
     stop: tokio_util::sync::CancellationToken,
@@ -55,7 +56,7 @@ async fn peer(rbac: bool) -> Peer {
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let s = services(api);
+    let s = services(api.clone());
     let token = stop.clone();
     tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
@@ -71,7 +72,7 @@ async fn peer(rbac: bool) -> Peer {
             .await;
     });
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
-    Peer { channel, store, stop, _dir: dir }
+    Peer { api, channel, store, stop, _dir: dir }
 }
 
 impl Peer {
@@ -332,5 +333,48 @@ async fn a_namespace_admin_grants_only_what_it_holds() {
     let pods =
         Role { metadata: meta("x", "pods"), rules: vec![rule("pods")], ..Default::default() };
     roles.create(with_token("alice-token", pods)).await.unwrap();
+    peer.stop().await;
+}
+
+#[tokio::test]
+async fn bootstrap_roles_get_back_the_rules_they_lack_unless_opted_out() {
+    let peer = peer(false).await;
+    let mut cluster_roles = ClusterRolesClient::new(peer.channel.clone());
+    let get = |name: &str| GetRequest { name: name.into(), ..Default::default() };
+    let attach = |r: &PolicyRule| r.resources.iter().any(|x| x == "pods/attach");
+
+    // An older cluster's edit role: no attach, and a rule of the admin's own.
+    let mut edit = cluster_roles.get(get("edit")).await.unwrap().into_inner();
+    let default_rule = edit.rules.iter().find(|r| attach(r)).cloned().unwrap();
+    for rule in &mut edit.rules {
+        rule.resources.retain(|x| x != "pods/attach");
+    }
+    let own = PolicyRule {
+        verbs: vec!["get".into()],
+        api_groups: vec!["example.com".into()],
+        resources: vec!["widgets".into()],
+        ..Default::default()
+    };
+    edit.rules.push(own.clone());
+    cluster_roles.update(edit).await.unwrap();
+    // view opts out of updates and is emptied.
+    let mut view = cluster_roles.get(get("view")).await.unwrap().into_inner();
+    let meta = view.metadata.as_mut().unwrap();
+    meta.annotations.insert("rbac.authorization.kubernetes.io/autoupdate".into(), "false".into());
+    view.rules.clear();
+    cluster_roles.update(view).await.unwrap();
+
+    // The next start reconciles.
+    peer.api.bootstrap().await.unwrap();
+    let edit = cluster_roles.get(get("edit")).await.unwrap().into_inner();
+    assert!(edit.rules.contains(&default_rule), "{:?}", edit.rules);
+    assert!(edit.rules.contains(&own), "the admin's own rule stays: {:?}", edit.rules);
+    let view = cluster_roles.get(get("view")).await.unwrap().into_inner();
+    assert!(view.rules.is_empty(), "an opted-out role is left alone: {:?}", view.rules);
+    // A reconciled role is not written again.
+    let version = edit.metadata.as_ref().unwrap().resource_version.clone();
+    peer.api.bootstrap().await.unwrap();
+    let again = cluster_roles.get(get("edit")).await.unwrap().into_inner();
+    assert_eq!(again.metadata.unwrap().resource_version, version);
     peer.stop().await;
 }

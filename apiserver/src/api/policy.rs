@@ -1,8 +1,11 @@
 //! The roles and bindings every cluster starts with (Kubernetes' bootstrap
 //! policy, for the resources berth serves): cluster-admin, admin, edit and
 //! view for people, and one role per control-plane component with exactly
-//! what it calls. Created at start like the bootstrap namespaces; an
-//! existing object of the same name is left as it is.
+//! what it calls. Created at start like the bootstrap namespaces, and
+//! reconciled as Kubernetes reconciles them: an existing one that keeps the
+//! `rbac.authorization.kubernetes.io/autoupdate` annotation other than
+//! "false" gets the rules (or subjects) it lacks, so a newer berth's
+//! defaults reach an older cluster; rules a person added stay.
 
 use super::kinds::Kind;
 use super::rbac::GROUP;
@@ -48,10 +51,7 @@ fn meta(namespace: &str, name: &str) -> Option<ObjectMeta> {
         name: name.into(),
         namespace: namespace.into(),
         labels: BTreeMap::from([("kubernetes.io/bootstrapping".into(), "rbac-defaults".into())]),
-        annotations: BTreeMap::from([(
-            "rbac.authorization.kubernetes.io/autoupdate".into(),
-            "true".into(),
-        )]),
+        annotations: BTreeMap::from([(AUTOUPDATE.into(), "true".into())]),
         ..Default::default()
     })
 }
@@ -259,34 +259,83 @@ impl Api {
     /// Creates the bootstrap roles and bindings that are missing.
     pub(super) async fn bootstrap_policy(&self) -> Result<(), ApiError> {
         for role in cluster_roles() {
-            self.create_missing(role).await?;
+            self.reconcile(role, |want, have: &mut ClusterRole| {
+                add_rules(&want.rules, &mut have.rules)
+            })
+            .await?;
         }
         for binding in cluster_role_bindings() {
-            self.create_missing(binding).await?;
+            self.reconcile(binding, |want, have: &mut ClusterRoleBinding| {
+                add_subjects(&want.subjects, &mut have.subjects)
+            })
+            .await?;
         }
         for role in roles() {
-            self.create_missing(role).await?;
+            self.reconcile(role, |want, have: &mut Role| add_rules(&want.rules, &mut have.rules))
+                .await?;
         }
         for binding in role_bindings() {
-            self.create_missing(binding).await?;
+            self.reconcile(binding, |want, have: &mut RoleBinding| {
+                add_subjects(&want.subjects, &mut have.subjects)
+            })
+            .await?;
         }
         Ok(())
     }
 
-    /// The server's own write: admitted, not authenticated.
-    async fn create_missing<T: Kind>(&self, object: T) -> Result<(), ApiError> {
-        let meta = object.metadata();
-        let mut info = RequestInfo::new::<T>("create", "", &meta.namespace, &meta.name);
-        info.user = UserInfo { name: "system:apiserver".into(), groups: vec![MASTERS.into()] };
-        let write = Write {
-            registry: self.registry.clone(),
-            filters: &self.filters,
-            info,
-            manager: "berth-apiserver".into(),
+    /// Creates `object`, or brings the existing one up to it with `fill`
+    /// (which says whether it changed anything) unless its autoupdate
+    /// annotation is "false". The server's own writes: admitted, not
+    /// authenticated. Another peer reconciling at the same time wins a
+    /// conflict; the next start looks again.
+    async fn reconcile<T: Kind>(
+        &self,
+        object: T,
+        fill: impl Fn(&T, &mut T) -> bool,
+    ) -> Result<(), ApiError> {
+        let meta = object.metadata().clone();
+        let write = |verb: &'static str| {
+            let mut info = RequestInfo::new::<T>(verb, "", &meta.namespace, &meta.name);
+            info.user = UserInfo { name: "system:apiserver".into(), groups: vec![MASTERS.into()] };
+            Write {
+                registry: self.registry.clone(),
+                filters: &self.filters,
+                info,
+                manager: "berth-apiserver".into(),
+            }
         };
-        match verbs::create(&write, object, 0).await {
-            Ok(_) | Err(ApiError::AlreadyExists { .. }) => Ok(()),
+        match verbs::create(&write("create"), object.clone(), 0).await {
+            Ok(_) => return Ok(()),
+            Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let mut existing: T = verbs::get(&self.registry, &meta.namespace, &meta.name, "").await?;
+        let opted_out =
+            existing.metadata().annotations.get(AUTOUPDATE).is_some_and(|v| v == "false");
+        if opted_out || !fill(&object, &mut existing) {
+            return Ok(());
+        }
+        tracing::info!(kind = T::KIND, name = %meta.name, "bootstrap policy object brought up to date");
+        match verbs::update(&write("update"), existing).await {
+            Ok(_) | Err(ApiError::Conflict { .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
+}
+
+/// The annotation by which a bootstrap object opts out of reconciliation.
+const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
+
+/// Appends the rules of `want` that `have` lacks; whether it did.
+fn add_rules(want: &[PolicyRule], have: &mut Vec<PolicyRule>) -> bool {
+    let missing: Vec<PolicyRule> = want.iter().filter(|r| !have.contains(r)).cloned().collect();
+    have.extend(missing.iter().cloned());
+    !missing.is_empty()
+}
+
+/// Appends the subjects of `want` that `have` lacks; whether it did.
+fn add_subjects(want: &[Subject], have: &mut Vec<Subject>) -> bool {
+    let missing: Vec<Subject> = want.iter().filter(|s| !have.contains(s)).cloned().collect();
+    have.extend(missing.iter().cloned());
+    !missing.is_empty()
 }
