@@ -185,6 +185,16 @@ impl Auth {
         config.user_agent = Some(format!("{component}/{}", env!("CARGO_PKG_VERSION")));
         config.tls = self.tls()?;
         config.token = self.token.clone();
+        // The command line shows the API's warnings as kubectl does; a
+        // component logs them.
+        let interactive = component == "berth";
+        config.on_warning =
+            Some(berth_client::WarningHandler(std::sync::Arc::new(move |warning: &str| {
+                match interactive {
+                    true => eprintln!("Warning: {warning}"),
+                    false => tracing::warn!(warning, "the API warns"),
+                }
+            })));
         Ok(config)
     }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 /// The server process, killed when the test ends however it ends.
 struct Server {
     child: Child,
+    grpc: String,
     http: String,
     dir: tempfile::TempDir,
 }
@@ -97,7 +98,7 @@ current-context: admin
         ca = pki.join("ca.crt").display()
     );
     std::fs::write(dir.path().join("kubeconfig"), config).unwrap();
-    Server { child, http, dir }
+    Server { child, grpc, http, dir }
 }
 
 /// Runs a `berth` command that must succeed.
@@ -201,6 +202,29 @@ fn kubectl_auth_can_i_and_a_role_binding_that_grants_access() {
         assert!(stderr.contains(&refusal), "{path}: {stderr}");
         server.ok("alice", &["get", "--raw", path]);
     }
+
+    // Admission's warnings reach berth's own command line over gRPC, as
+    // kubectl shows them from REST.
+    std::fs::write(server.dir.path().join("admin.token"), "admin-token\n").unwrap();
+    let manifest = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: warned\n  labels:\n    pod-security.kubernetes.io/warn: baseline\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: on-host\n  namespace: warned\nspec:\n  hostNetwork: true\n  containers:\n  - name: main\n    image: busybox\n";
+    let mut apply = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["apply", "-f", "-", "--server", &server.grpc, "--certificate-authority"])
+        .arg(server.dir.path().join("pki/ca.crt"))
+        .arg("--token-file")
+        .arg(server.dir.path().join("admin.token"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut apply.stdin.take().unwrap(), manifest.as_bytes()).unwrap();
+    let out = apply.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(r#"Warning: would violate PodSecurity "baseline:latest": host namespaces"#),
+        "{stderr}"
+    );
 
     // alice is authenticated but bound to nothing.
     let out = server.kubectl("alice", &["get", "pods", "-n", "team"]);

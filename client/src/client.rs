@@ -34,6 +34,19 @@ pub struct Config {
     /// Who is calling, as `name/version`: the API server records the name
     /// as the field manager of this client's writes.
     pub user_agent: Option<String>,
+    /// Called with each warning an answer carries (admission's: `would
+    /// violate PodSecurity ...`); None drops them.
+    pub on_warning: Option<WarningHandler>,
+}
+
+/// What a client does with the API's warnings.
+#[derive(Clone)]
+pub struct WarningHandler(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for WarningHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WarningHandler")
+    }
 }
 
 impl Config {
@@ -48,6 +61,7 @@ impl Config {
             tls: None,
             token: None,
             user_agent: None,
+            on_warning: None,
         }
     }
 }
@@ -218,7 +232,10 @@ impl Client {
                     invoke(grpc, request, path).await
                 };
                 match tokio::time::timeout(timeout, call).await {
-                    Ok(result) => result.map(tonic::Response::into_inner),
+                    Ok(result) => result.map(|response| {
+                        self.warned(&response);
+                        response.into_inner()
+                    }),
                     Err(_) => Err(tonic::Status::deadline_exceeded(format!(
                         "{service}/{method}: no answer within {timeout:?}"
                     ))),
@@ -226,6 +243,16 @@ impl Client {
             }
         })
         .await
+    }
+
+    /// Hands the answer's warnings to the configured handler.
+    fn warned<T>(&self, response: &tonic::Response<T>) {
+        let Some(handler) = &self.shared.config.on_warning else { return };
+        for value in response.metadata().get_all("warning") {
+            if let Ok(text) = value.to_str() {
+                (handler.0)(text);
+            }
+        }
     }
 
     fn request<M>(&self, message: M) -> tonic::Request<M> {

@@ -24,7 +24,7 @@ mod resource;
 pub use api::{
     Api, DeleteParams, ListParams, ObjectList, Scalable, WatchEvent, WatchParams, WatchStream,
 };
-pub use client::{Client, Config};
+pub use client::{Client, Config, WarningHandler};
 pub use error::Error;
 pub use events::{EventRecorder, EventType, EventWriter};
 pub use informer::{key, Cache, Change, Index, Informer, InformerParams};

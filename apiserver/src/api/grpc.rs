@@ -5,6 +5,7 @@
 use super::streams::Session;
 use super::Api;
 use crate::error::ApiError;
+use crate::filters::Warnings;
 use crate::registry::ListOptions;
 use berth_proto::api_v1::*;
 use berth_proto::apps_v1::{Deployment, DeploymentList, ReplicaSet, ReplicaSetList, Scale};
@@ -31,14 +32,29 @@ pub fn to_status(e: ApiError) -> Status {
     Status::with_details(e.grpc_code(), e.to_string(), details.into())
 }
 
-fn reply<T>(result: Result<T, ApiError>) -> Result<Response<T>, Status> {
-    result.map(Response::new).map_err(to_status)
+/// The result as the call's answer; the warnings admission gave the
+/// request (`would violate PodSecurity ...`) go with it as `warning`
+/// metadata, one value each, as Kubernetes sends Warning headers.
+fn reply<T>(head: &Request<()>, result: Result<T, ApiError>) -> Result<Response<T>, Status> {
+    let mut response = result.map(Response::new).map_err(to_status)?;
+    if let Some(warnings) = head.extensions().get::<Warnings>() {
+        for warning in warnings.all() {
+            if let Ok(value) = warning.parse() {
+                response.metadata_mut().append(WARNING, value);
+            }
+        }
+    }
+    Ok(response)
 }
 
+/// The metadata key of a warning for the client.
+pub const WARNING: &str = "warning";
+
 /// A request as its headers and connection, apart from its body: what the
-/// filters look at.
+/// filters look at, with a place for admission's warnings.
 fn split<R>(request: Request<R>) -> (Request<()>, R) {
-    let (metadata, extensions, body) = request.into_parts();
+    let (metadata, mut extensions, body) = request.into_parts();
+    extensions.insert(Warnings::default());
     (Request::from_parts(metadata, extensions, ()), body)
 }
 
@@ -58,18 +74,18 @@ macro_rules! resource_service {
         impl $module::$trait for Api {
             async fn create(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
                 let (head, object) = split(r);
-                reply(Api::create(self, &head, object).await)
+                reply(&head, Api::create(self, &head, object).await)
             }
 
             async fn get(&self, r: Request<GetRequest>) -> Result<Response<$ty>, Status> {
                 let (head, r) = split(r);
-                reply(Api::get(self, &head, &r.namespace, &r.name, &r.resource_version).await)
+                reply(&head, Api::get(self, &head, &r.namespace, &r.name, &r.resource_version).await)
             }
 
             async fn list(&self, r: Request<ListRequest>) -> Result<Response<$list>, Status> {
                 let (head, r) = split(r);
                 let result = Api::list::<$ty>(self, &head, &r.namespace, &list_options(&r)).await;
-                reply(result.map(|result| $list {
+                reply(&head, result.map(|result| $list {
                     api_version: <$ty>::API_VERSION.into(),
                     kind: format!("{}List", <$ty>::KIND),
                     metadata: Some(ListMeta {
@@ -83,22 +99,22 @@ macro_rules! resource_service {
 
             async fn update(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
                 let (head, object) = split(r);
-                reply(Api::update(self, &head, object).await)
+                reply(&head, Api::update(self, &head, object).await)
             }
 
             async fn update_status(&self, r: Request<$ty>) -> Result<Response<$ty>, Status> {
                 let (head, object) = split(r);
-                reply(Api::update_status(self, &head, object).await)
+                reply(&head, Api::update_status(self, &head, object).await)
             }
 
             async fn patch(&self, r: Request<PatchRequest>) -> Result<Response<$ty>, Status> {
                 let (head, r) = split(r);
-                reply(Api::patch(self, &head, &r).await)
+                reply(&head, Api::patch(self, &head, &r).await)
             }
 
             async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<$ty>, Status> {
                 let (head, r) = split(r);
-                reply(Api::delete(self, &head, &r).await)
+                reply(&head, Api::delete(self, &head, &r).await)
             }
 
             type WatchStream = Stream<$event>;
@@ -144,7 +160,7 @@ resource_service!(
 resource_service!(pods_server::Pods, Pod, PodList, PodWatchEvent {
     async fn bind(&self, r: Request<Binding>) -> Result<Response<Pod>, Status> {
         let (head, binding) = split(r);
-        reply(Api::bind(self, &head, binding).await)
+        reply(&head, Api::bind(self, &head, binding).await)
     }
 
     type LogsStream = Stream<PodLogsChunk>;
@@ -196,13 +212,13 @@ fn relayed(status: Status) -> Status {
 resource_service!(replica_sets_server::ReplicaSets, ReplicaSet, ReplicaSetList, ReplicaSetWatchEvent {
     async fn scale(&self, r: Request<ScaleRequest>) -> Result<Response<Scale>, Status> {
         let (head, r) = split(r);
-        reply(Api::scale::<ReplicaSet>(self, &head, &r).await)
+        reply(&head, Api::scale::<ReplicaSet>(self, &head, &r).await)
     }
 });
 resource_service!(deployments_server::Deployments, Deployment, DeploymentList, DeploymentWatchEvent {
     async fn scale(&self, r: Request<ScaleRequest>) -> Result<Response<Scale>, Status> {
         let (head, r) = split(r);
-        reply(Api::scale::<Deployment>(self, &head, &r).await)
+        reply(&head, Api::scale::<Deployment>(self, &head, &r).await)
     }
 });
 
