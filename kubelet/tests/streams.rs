@@ -563,6 +563,24 @@ impl Kubectl {
         child.wait_with_output().unwrap()
     }
 
+    /// Runs kubectl `args` on a terminal of its own, types a line for a
+    /// shell at the other end (it checks for a terminal and exits 5), waits
+    /// for the shell's answer, and returns how kubectl ended.
+    fn shell_at_a_terminal(&self, args: &[&str]) -> std::process::ExitStatus {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let slave = || std::process::Stdio::from(pty.slave.try_clone().unwrap());
+        let mut child = ChildGuard(
+            self.command(args).stdin(slave()).stdout(slave()).stderr(slave()).spawn().unwrap(),
+        );
+        drop(pty.slave);
+        let mut master = fs::File::from(pty.master);
+        let reader = master.try_clone().unwrap();
+        master.write_all(b"test -t 0 && echo tty-$((6*7)); exit 5\n").unwrap();
+        let seen = read_until(reader, "tty-42", Duration::from_secs(30));
+        assert!(seen.contains("tty-42"), "{args:?}: {seen:?}");
+        child.0.wait().unwrap()
+    }
+
     fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.run(args, stdin);
         assert!(
@@ -685,23 +703,7 @@ async fn kubectl_logs_and_exec_work_against_the_rest_api() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"), "{out:?}");
 
         // exec -it: kubectl on a terminal of its own, talking to a shell.
-        let pty = nix::pty::openpty(None, None).unwrap();
-        let slave = || std::process::Stdio::from(pty.slave.try_clone().unwrap());
-        let mut child = ChildGuard(
-            k.command(&["exec", "-it", "web", "--", "sh"])
-                .stdin(slave())
-                .stdout(slave())
-                .stderr(slave())
-                .spawn()
-                .unwrap(),
-        );
-        drop(pty.slave);
-        let mut master = fs::File::from(pty.master);
-        let reader = master.try_clone().unwrap();
-        master.write_all(b"test -t 0 && echo tty-$((6*7)); exit 5\n").unwrap();
-        let seen = read_until(reader, "tty-42", Duration::from_secs(30));
-        assert!(seen.contains("tty-42"), "{seen:?}");
-        let status = child.0.wait().unwrap();
+        let status = k.shell_at_a_terminal(&["exec", "-it", "web", "--", "sh"]);
         assert_eq!(status.code(), Some(5));
     });
     cluster.shutdown().await;
@@ -810,23 +812,7 @@ async fn attach_joins_a_containers_own_streams() {
         assert!(out.contains("got:piped"), "{out:?}");
         // attach -it: kubectl on a terminal of its own, joining the shell
         // on the container's; the attach ends when the shell exits.
-        let pty = nix::pty::openpty(None, None).unwrap();
-        let slave = || std::process::Stdio::from(pty.slave.try_clone().unwrap());
-        let mut child = ChildGuard(
-            k.command(&["attach", "-it", "shell2"])
-                .stdin(slave())
-                .stdout(slave())
-                .stderr(slave())
-                .spawn()
-                .unwrap(),
-        );
-        drop(pty.slave);
-        let mut master = fs::File::from(pty.master);
-        let reader = master.try_clone().unwrap();
-        master.write_all(b"test -t 0 && echo tty-$((6*7)); exit 5\n").unwrap();
-        let seen = read_until(reader, "tty-42", Duration::from_secs(30));
-        assert!(seen.contains("tty-42"), "{seen:?}");
-        let status = child.0.wait().unwrap();
+        let status = k.shell_at_a_terminal(&["attach", "-it", "shell2"]);
         assert!(status.success(), "a finished attach is kubectl's success: {status}");
         // The classic one-off: create, attach with stdin, delete.
         let out = k.run(

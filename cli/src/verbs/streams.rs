@@ -1,5 +1,5 @@
-//! `berth logs` and `berth exec`: the Pods service's streams, which the API
-//! server relays from the pod's node. A stream opens on the first peer
+//! `berth logs`, `berth exec` and `berth attach`: the Pods service's
+//! streams, which the API server relays from the pod's node. A stream opens on the first peer
 //! that takes it; once open it stays on that peer.
 
 use super::{NamespaceArgs, Session};
@@ -14,13 +14,51 @@ use std::io::Write;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
+/// The container a stream is with, and how to reach the cluster.
 #[derive(clap::Args)]
-pub struct LogsArgs {
+struct Target {
     /// The pod: NAME or pod/NAME
     pod: String,
     /// The container [default: the pod's only container]
     #[arg(short = 'c', long)]
     container: Option<String>,
+    #[command(flatten)]
+    ns: NamespaceArgs,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+impl Target {
+    fn session(&self) -> Result<Session> {
+        Session::open(&self.connect, &self.ns)
+    }
+
+    /// The start of an exec (or, without a command, an attach) here.
+    fn start(
+        &self,
+        session: &Session,
+        command: Vec<String>,
+        stdin: bool,
+        tty: bool,
+    ) -> Result<PodExecStart> {
+        Ok(PodExecStart {
+            namespace: session.namespace.clone(),
+            name: pod_name(&self.pod)?,
+            container: self.container.clone().unwrap_or_default(),
+            command,
+            stdin,
+            stdout: true,
+            // A terminal carries both streams as one.
+            stderr: !tty,
+            tty,
+        })
+    }
+}
+
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    target: Target,
     /// Keep printing the log as it grows
     #[arg(short = 'f', long)]
     follow: bool,
@@ -33,19 +71,12 @@ pub struct LogsArgs {
     /// Prefix each line with its time
     #[arg(long)]
     timestamps: bool,
-    #[command(flatten)]
-    ns: NamespaceArgs,
-    #[command(flatten)]
-    connect: ConnectArgs,
 }
 
 #[derive(clap::Args)]
 pub struct ExecArgs {
-    /// The pod: NAME or pod/NAME
-    pod: String,
-    /// The container [default: the pod's only container]
-    #[arg(short = 'c', long)]
-    container: Option<String>,
+    #[command(flatten)]
+    target: Target,
     /// Pass standard input to the command
     #[arg(short = 'i', long = "stdin")]
     stdin: bool,
@@ -55,29 +86,18 @@ pub struct ExecArgs {
     /// The command and its arguments, after --
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
-    #[command(flatten)]
-    ns: NamespaceArgs,
-    #[command(flatten)]
-    connect: ConnectArgs,
 }
 
 #[derive(clap::Args)]
 pub struct AttachArgs {
-    /// The pod: NAME or pod/NAME
-    pod: String,
-    /// The container [default: the pod's only container]
-    #[arg(short = 'c', long)]
-    container: Option<String>,
+    #[command(flatten)]
+    target: Target,
     /// Pass standard input to the container's process (it needs `stdin: true`)
     #[arg(short = 'i', long = "stdin")]
     stdin: bool,
     /// The container has a terminal (`tty: true`): use it, raw, from this one
     #[arg(short = 't', long = "tty")]
     tty: bool,
-    #[command(flatten)]
-    ns: NamespaceArgs,
-    #[command(flatten)]
-    connect: ConnectArgs,
 }
 
 fn pod_name(arg: &str) -> Result<String> {
@@ -123,11 +143,11 @@ where
 }
 
 pub async fn logs(args: &LogsArgs) -> Result<()> {
-    let session = Session::open(&args.connect, &args.ns)?;
+    let session = args.target.session()?;
     let request = PodLogsRequest {
         namespace: session.namespace.clone(),
-        name: pod_name(&args.pod)?,
-        container: args.container.clone().unwrap_or_default(),
+        name: pod_name(&args.target.pod)?,
+        container: args.target.container.clone().unwrap_or_default(),
         follow: args.follow,
         tail_lines: (args.tail >= 0).then_some(args.tail),
         previous: args.previous,
@@ -150,35 +170,16 @@ pub async fn logs(args: &LogsArgs) -> Result<()> {
 
 /// Runs the command; returns its exit code.
 pub async fn exec(args: &ExecArgs) -> Result<i32> {
-    let session = Session::open(&args.connect, &args.ns)?;
-    let start = PodExecStart {
-        namespace: session.namespace.clone(),
-        name: pod_name(&args.pod)?,
-        container: args.container.clone().unwrap_or_default(),
-        command: args.command.clone(),
-        stdin: args.stdin,
-        stdout: true,
-        // A terminal carries both streams as one.
-        stderr: !args.tty,
-        tty: args.tty,
-    };
+    let session = args.target.session()?;
+    let start = args.target.start(&session, args.command.clone(), args.stdin, args.tty)?;
     relay(&session, start, false).await
 }
 
 /// Joins the container's own process until its output ends (0) or the
 /// stream fails.
 pub async fn attach(args: &AttachArgs) -> Result<i32> {
-    let session = Session::open(&args.connect, &args.ns)?;
-    let start = PodExecStart {
-        namespace: session.namespace.clone(),
-        name: pod_name(&args.pod)?,
-        container: args.container.clone().unwrap_or_default(),
-        command: Vec::new(),
-        stdin: args.stdin,
-        stdout: true,
-        stderr: !args.tty,
-        tty: args.tty,
-    };
+    let session = args.target.session()?;
+    let start = args.target.start(&session, Vec::new(), args.stdin, args.tty)?;
     if args.stdin && args.tty {
         eprintln!("If you don't see a command prompt, try pressing enter.");
     }

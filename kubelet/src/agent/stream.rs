@@ -280,10 +280,7 @@ impl KubeletStreams for Streams {
         request: Request<tonic::Streaming<PodExecInput>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
         let mut input = request.into_inner();
-        let start = match input.message().await? {
-            Some(PodExecInput { input: Some(pod_exec_input::Input::Start(start)) }) => start,
-            _ => return Err(Status::invalid_argument("an exec starts with its start message")),
-        };
+        let start = first_start(&mut input, "an exec").await?;
         let url = self.prepare(&start, false).await?;
         let (ws, protocol) = connect(&url).await?;
         Ok(Response::new(relay(move |tx| Box::pin(exec_relay(ws, protocol, input, tx)))))
@@ -296,10 +293,7 @@ impl KubeletStreams for Streams {
         request: Request<tonic::Streaming<PodExecInput>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
         let mut input = request.into_inner();
-        let start = match input.message().await? {
-            Some(PodExecInput { input: Some(pod_exec_input::Input::Start(start)) }) => start,
-            _ => return Err(Status::invalid_argument("an attach starts with its start message")),
-        };
+        let start = first_start(&mut input, "an attach").await?;
         if !start.command.is_empty() {
             return Err(Status::invalid_argument("an attach runs no command"));
         }
@@ -307,6 +301,17 @@ impl KubeletStreams for Streams {
         let (ws, protocol) = connect(&url).await?;
         // The runtime's last word is a status as an exec's is.
         Ok(Response::new(relay(move |tx| Box::pin(exec_relay(ws, protocol, input, tx)))))
+    }
+}
+
+/// The start message `what` (an exec, an attach) must begin with.
+async fn first_start(
+    input: &mut tonic::Streaming<PodExecInput>,
+    what: &str,
+) -> Result<PodExecStart, Status> {
+    match input.message().await? {
+        Some(PodExecInput { input: Some(pod_exec_input::Input::Start(start)) }) => Ok(start),
+        _ => Err(Status::invalid_argument(format!("{what} starts with its start message"))),
     }
 }
 
