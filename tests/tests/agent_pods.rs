@@ -827,10 +827,12 @@ async fn host_namespace_pods_share_the_nodes_and_leave_it_untouched() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let host_init = std::fs::read_to_string("/proc/1/comm").unwrap().trim().to_string();
     let me = std::process::id();
+    let node_name = nix::unistd::gethostname().unwrap().to_string_lossy().into_owned();
     let script = format!(
         "grep -q '{link}:' /proc/net/dev && echo sees-link; \
          awk '$2 == {queue}' /proc/sysvipc/msg | grep -q . && echo sees-queue; \
          [ \"$(cat /proc/1/comm)\" = '{host_init}' ] && [ -d /proc/{me} ] && echo host-pids; \
+         [ \"$(cat /proc/sys/kernel/hostname)\" = '{node_name}' ] && echo node-name; \
          echo checked; while true; do echo hostnet-ok | nc -l -p {port}; done",
         link = host.link,
     );
@@ -841,6 +843,8 @@ async fn host_namespace_pods_share_the_nodes_and_leave_it_untouched() {
     spec.host_network = true;
     spec.host_ipc = true;
     spec.host_pid = true;
+    // Ignored with hostNetwork, as in Kubernetes: the pod has the node's name.
+    spec.hostname = "ignored".into();
     let uid = node.create(&pod).await;
     let ready = node.until("hostns", "is ready", limit, |p| condition(p, "Ready")).await;
     let status = ready.status.clone().unwrap();
@@ -856,7 +860,7 @@ async fn host_namespace_pods_share_the_nodes_and_leave_it_untouched() {
         assert!(Instant::now() < deadline, "the pod never checked: {lines:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(seen, ["sees-link", "sees-queue", "host-pids", "checked"]);
+    assert_eq!(seen, ["sees-link", "sees-queue", "host-pids", "node-name", "checked"]);
     let answers = || async {
         use tokio::io::AsyncReadExt;
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -370,12 +370,13 @@ impl PodWorkers {
                 namespace: meta.namespace.clone(),
                 attempt: 0,
             }),
-            // A hostNetwork pod keeps the node's name unless it sets one
-            // (the runtime gives every pod a UTS namespace of its own).
-            hostname: if !spec.hostname.is_empty() {
-                spec.hostname.clone()
-            } else if spec.host_network {
+            // A hostNetwork pod has the node's name, its spec.hostname
+            // ignored as Kubernetes ignores it (the runtime gives every pod
+            // a UTS namespace of its own, named after the node here).
+            hostname: if spec.host_network {
                 String::new()
+            } else if !spec.hostname.is_empty() {
+                spec.hostname.clone()
             } else {
                 meta.name.clone()
             },
