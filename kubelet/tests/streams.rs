@@ -204,6 +204,20 @@ impl Cluster {
         .await;
     }
 
+    /// kubectl with a kubeconfig for this cluster's REST front end.
+    fn kubectl(&self) -> Kubectl {
+        let config = self.dir.path().join("kubeconfig");
+        fs::write(
+            &config,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: default\ncurrent-context: c\n",
+                self.http
+            ),
+        )
+        .unwrap();
+        Kubectl { config }
+    }
+
     async fn pods(&self) -> PodsClient<Channel> {
         PodsClient::connect(format!("http://{}", self.grpc)).await.unwrap()
     }
@@ -643,16 +657,7 @@ async fn kubectl_logs_and_exec_work_against_the_rest_api() {
             "echo one; echo two; echo three; while ! test -e /data/go; do sleep 0.1; done; echo after-follow; exec sleep 1000",
         )
         .await;
-    let config = cluster.dir.path().join("kubeconfig");
-    fs::write(
-        &config,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: default\ncurrent-context: c\n",
-            cluster.http
-        ),
-    )
-    .unwrap();
-    let kubectl = Kubectl { config };
+    let kubectl = cluster.kubectl();
     let k = &kubectl;
     let logs = tokio::task::block_in_place(|| {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -794,16 +799,7 @@ async fn attach_joins_a_containers_own_streams() {
     }
     cluster.run_pod_with("reader2", "read line; echo got:$line", interactive(false)).await;
     cluster.run_pod_with("shell2", "exec sh", interactive(true)).await;
-    let config = cluster.dir.path().join("kubeconfig");
-    fs::write(
-        &config,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n    namespace: default\ncurrent-context: c\n",
-            cluster.http
-        ),
-    )
-    .unwrap();
-    let kubectl = Kubectl { config };
+    let kubectl = cluster.kubectl();
     let k = &kubectl;
     let overrides = format!(r#"{{"spec":{{"nodeName":"{}"}}}}"#, cluster.node);
     let image = cluster.image.clone();
