@@ -411,17 +411,7 @@ async fn pod_lifecycle_over_the_cri_socket_survives_a_restart() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     let count = |dir: &str| fs::read_dir(f.dir.path().join(dir)).unwrap().count();
     assert_eq!((count("cri/containers"), count("cri/executor"), count("images/rootfs")), (2, 2, 2));
-    let created = f
-        .runtime
-        .container_status(cri::ContainerStatusRequest {
-            container_id: writer.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let created = status_of(&f.runtime, &writer).await;
     assert_eq!(created.state, cri::ContainerState::ContainerCreated as i32);
     for id in [&sleeper, &writer] {
         f.runtime
@@ -430,22 +420,7 @@ async fn pod_lifecycle_over_the_cri_socket_survives_a_restart() {
             .unwrap();
     }
 
-    let runtime = f.runtime.clone();
-    let done = poll("the writer to exit", Duration::from_secs(20), || {
-        let mut client = runtime.clone();
-        let id = writer.clone();
-        async move {
-            let s = client
-                .container_status(cri::ContainerStatusRequest { container_id: id, verbose: false })
-                .await
-                .unwrap()
-                .into_inner()
-                .status
-                .unwrap();
-            (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
-        }
-    })
-    .await;
+    let done = wait_exited(&f.runtime, &writer).await;
     assert_eq!((done.exit_code, done.reason.as_str()), (0, "Completed"));
     assert!(done.started_at >= done.created_at && done.finished_at >= done.started_at);
     assert_eq!(fs::read_to_string(shared.join("out")).unwrap(), "written\n");
@@ -603,22 +578,7 @@ async fn pod_lifecycle_over_the_cri_socket_survives_a_restart() {
         .start_container(cri::StartContainerRequest { container_id: hog.clone() })
         .await
         .unwrap();
-    let runtime = f.runtime.clone();
-    let oom = poll("the hog to exit", Duration::from_secs(20), || {
-        let mut client = runtime.clone();
-        let id = hog.clone();
-        async move {
-            let s = client
-                .container_status(cri::ContainerStatusRequest { container_id: id, verbose: false })
-                .await
-                .unwrap()
-                .into_inner()
-                .status
-                .unwrap();
-            (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
-        }
-    })
-    .await;
+    let oom = wait_exited(&f.runtime, &hog).await;
     assert_eq!(oom.reason, "OOMKilled", "{oom:?}");
     f.runtime
         .remove_container(cri::RemoveContainerRequest { container_id: hog.clone() })
@@ -641,17 +601,7 @@ async fn pod_lifecycle_over_the_cri_socket_survives_a_restart() {
     assert_eq!(sandboxes[0].labels, sandbox_config.labels);
     assert_eq!(list(&f.runtime, cri::ContainerFilter::default()).await, both);
     assert_eq!(list(&f.runtime, running).await, [sleeper.as_str()]);
-    let after = f
-        .runtime
-        .container_status(cri::ContainerStatusRequest {
-            container_id: writer.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let after = status_of(&f.runtime, &writer).await;
     assert_eq!((after.exit_code, after.finished_at), (0, done.finished_at));
     let exec = f
         .runtime
@@ -673,17 +623,7 @@ async fn pod_lifecycle_over_the_cri_socket_survives_a_restart() {
         .unwrap();
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(10), "{waited:?}");
-    let stopped = f
-        .runtime
-        .container_status(cri::ContainerStatusRequest {
-            container_id: sleeper.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let stopped = status_of(&f.runtime, &sleeper).await;
     assert_eq!(
         (stopped.state, stopped.exit_code),
         (cri::ContainerState::ContainerExited as i32, 137)
@@ -957,20 +897,16 @@ fn running(pid: i64) -> bool {
         .unwrap_or(false)
 }
 
+/// The container's status, which must be there.
+async fn status_of(client: &RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
+    let request = cri::ContainerStatusRequest { container_id: id.to_string(), verbose: false };
+    client.clone().container_status(request).await.unwrap().into_inner().status.unwrap()
+}
+
 async fn wait_exited(client: &RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
-    poll("a container to exit", Duration::from_secs(20), || {
-        let mut client = client.clone();
-        let id = id.to_string();
-        async move {
-            let s = client
-                .container_status(cri::ContainerStatusRequest { container_id: id, verbose: false })
-                .await
-                .unwrap()
-                .into_inner()
-                .status
-                .unwrap();
-            (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
-        }
+    poll("a container to exit", Duration::from_secs(20), || async {
+        let s = status_of(client, id).await;
+        (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
     })
     .await
 }
