@@ -9,39 +9,18 @@
 
 mod common;
 
-use common::{free_addr, print_log_tails, remove_node_leftovers};
+use common::{free_addr, pod_skip_reason, Node};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The processes of a test and their directory: stopped (the agent last,
-/// so it stops its pods), unmounted and removed however the test ends.
-struct Node {
-    processes: Vec<Child>,
-    dir: tempfile::TempDir,
-    name: String,
+/// A test node named after `prefix`'s last word, unique per test.
+fn node(prefix: &str) -> Node {
+    let tag = prefix.trim_end_matches('-').rsplit('-').next().unwrap_or("node");
+    Node::new(prefix, format!("ks-{}-{tag}", std::process::id()))
 }
 
 impl Node {
-    fn new(prefix: &str) -> Node {
-        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
-        // Unique per test, not only per process: a test's clean-up kills
-        // whatever runs in its node's cgroups.
-        let tag = prefix.trim_end_matches('-').rsplit('-').next().unwrap_or("node");
-        Node { processes: Vec::new(), dir, name: format!("ks-{}-{tag}", std::process::id()) }
-    }
-
-    fn spawn(&mut self, args: &[&str], log: &str) {
-        let log = std::fs::File::create(self.dir.path().join(log)).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(args)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("berth starts");
-        self.processes.push(child);
-    }
-
     /// One API server; with `secret`, it reaches node agents.
     fn server(&mut self, secret: Option<&Path>) -> (String, String) {
         let (grpc, http) = (free_addr(), free_addr());
@@ -73,20 +52,6 @@ impl Node {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.spawn(&args, "server.log");
         (grpc, http)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            print_log_tails(self.dir.path(), 30);
-        }
-        for child in self.processes.iter_mut().rev() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let _ = child.wait();
-        }
-        remove_node_leftovers(self.dir.path(), &self.name);
     }
 }
 
@@ -179,7 +144,7 @@ fn kubectl_creates_deployments_pods_and_namespaces_sent_as_protobuf() {
         println!("SKIPPED: kubectl is not on PATH");
         return;
     };
-    let mut node = Node::new("berth-kpb-");
+    let mut node = node("berth-kpb-");
     let (_grpc, http) = node.server(None);
     let kubectl = Kubectl::new(binary, node.dir.path(), &http);
     kubectl.wait_serving();
@@ -256,30 +221,17 @@ fn kubectl_creates_deployments_pods_and_namespaces_sent_as_protobuf() {
     assert!(!missing.status.success());
 }
 
-fn exec_skip_reason() -> Option<&'static str> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root (namespaces, cgroups, mounts)");
-    }
-    if !std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("overlay")) {
-        return Some("needs overlayfs in the kernel");
-    }
-    if !Path::new("/bin/busybox").exists() {
-        return Some("needs /bin/busybox (Debian package busybox-static)");
-    }
-    None
-}
-
 #[test]
 fn kubectl_execs_over_websocket_and_spdy() {
     let Some(binary) = kubectl_on_path() else {
         println!("SKIPPED: kubectl is not on PATH");
         return;
     };
-    if let Some(why) = exec_skip_reason() {
+    if let Some(why) = pod_skip_reason() {
         println!("SKIPPED: {why}");
         return;
     }
-    let mut node = Node::new("berth-kex-");
+    let mut node = node("berth-kex-");
     let root = node.dir.path().to_path_buf();
     let secret = root.join("secret");
     std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();

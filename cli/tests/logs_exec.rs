@@ -8,70 +8,20 @@ mod peers;
 
 use berth_client::{Api, Client};
 use berth_proto::core_v1::Pod;
-use common::{free_addr, print_log_tails, remove_node_leftovers};
+use common::{free_addr, pod_skip_reason, Node};
 use peers::berth_with;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn skip_reason() -> Option<&'static str> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root (namespaces, cgroups, mounts)");
-    }
-    if !std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("overlay")) {
-        return Some("needs overlayfs in the kernel");
-    }
-    if !Path::new("/bin/busybox").exists() {
-        return Some("needs /bin/busybox (Debian package busybox-static)");
-    }
-    None
-}
-
-/// The processes, and what the agent left: killed, unmounted and removed
-/// at the end however the test ends.
-struct Node {
-    processes: Vec<Child>,
-    dir: tempfile::TempDir,
-    name: String,
-}
-
-impl Node {
-    fn spawn(&mut self, args: &[&str], log: &str) {
-        let log = std::fs::File::create(self.dir.path().join(log)).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(args)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("berth starts");
-        self.processes.push(child);
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            print_log_tails(self.dir.path(), 30);
-        }
-        // The agent last: it stops its pods on SIGTERM.
-        for child in self.processes.iter_mut().rev() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let _ = child.wait();
-        }
-        remove_node_leftovers(self.dir.path(), &self.name);
-    }
-}
 
 #[test]
 fn logs_and_exec_reach_the_container() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = pod_skip_reason() {
         println!("SKIPPED: {why}");
         return;
     }
-    let dir = tempfile::Builder::new().prefix("berth-le-").tempdir().unwrap();
     let name = format!("le-{}", std::process::id());
-    let mut node = Node { processes: Vec::new(), dir, name: name.clone() };
+    let mut node = Node::new("berth-le-", name.clone());
     let root = node.dir.path().to_path_buf();
     let secret = root.join("secret");
     std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();

@@ -1,11 +1,69 @@
-//! What the CLI's process tests share: loopback addresses, plain HTTP, and
-//! the clean-up of a node's pods after a test.
+//! What the CLI's process tests share: loopback addresses, plain HTTP, a
+//! node's processes, and the clean-up of its pods after a test.
 
 #![allow(dead_code)] // each test file uses its own part of this
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+/// Why a test that runs pods cannot run here, if it cannot.
+pub fn pod_skip_reason() -> Option<&'static str> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("needs root (namespaces, cgroups, mounts)");
+    }
+    if !std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("overlay")) {
+        return Some("needs overlayfs in the kernel");
+    }
+    if !Path::new("/bin/busybox").exists() {
+        return Some("needs /bin/busybox (Debian package busybox-static)");
+    }
+    None
+}
+
+/// The `berth` processes of a test and their directory: stopped (the agent
+/// last, so it stops its pods), unmounted and removed however the test
+/// ends. `name` is the node's, unique per test: a test's clean-up kills
+/// whatever runs in its node's cgroups.
+pub struct Node {
+    pub processes: Vec<Child>,
+    pub dir: tempfile::TempDir,
+    pub name: String,
+}
+
+impl Node {
+    pub fn new(prefix: &str, name: String) -> Node {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        Node { processes: Vec::new(), dir, name }
+    }
+
+    /// Starts `berth args`, its output into `log` in the test's directory.
+    pub fn spawn(&mut self, args: &[&str], log: &str) {
+        let log = std::fs::File::create(self.dir.path().join(log)).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("berth starts");
+        self.processes.push(child);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            print_log_tails(self.dir.path(), 30);
+        }
+        for child in self.processes.iter_mut().rev() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = child.wait();
+        }
+        remove_node_leftovers(self.dir.path(), &self.name);
+    }
+}
 
 /// A loopback `host:port` nobody holds now.
 pub fn free_addr() -> String {
