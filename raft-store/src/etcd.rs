@@ -553,11 +553,12 @@ impl Maintenance for Facade {
         // by the next start if this one is cut short.
         let dir = self.store.snapshot_dir();
         let file = TempFile(dir.join(format!("save-{}-{n}.part", std::process::id())));
-        let size = self.store.save_snapshot(&file.0).await.map_err(to_status)?;
+        let saved = self.store.save_snapshot(&file.0).await.map_err(to_status)?;
         let reader = tokio::fs::File::open(&file.0)
             .await
             .map_err(|e| Status::internal(format!("reopen the saved snapshot: {e}")))?;
-        let header = self.store.header_now();
+        // The revision of the copy itself: writes after it are not in it.
+        let (size, header) = (saved.size, self.store.header(saved.revision));
         let stream = futures::stream::unfold(
             (reader, size, file, header),
             |(mut reader, remaining, file, header)| async move {

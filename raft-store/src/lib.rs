@@ -40,7 +40,9 @@ pub use error::StoreError;
 pub use etcd::{etcd_services, EtcdServices};
 pub use network::Faults;
 pub use peer_service::{peer_service, PeerCheck, PeerService};
-pub use store::{restore_snapshot, PeerStatus, Store, StoreConfig, MAX_TXN_OPS, MAX_VALUE_BYTES};
+pub use store::{
+    restore_snapshot, PeerStatus, SavedSnapshot, Store, StoreConfig, MAX_TXN_OPS, MAX_VALUE_BYTES,
+};
 pub use types::NodeId;
 pub use watch::{Watch, WatchBatch, WatchOptions};
 

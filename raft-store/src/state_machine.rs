@@ -336,8 +336,12 @@ fn dump_view(view: &View, out: &mut impl Write) -> std::io::Result<()> {
 
 /// A consistent copy of the key space (read through one RocksDB snapshot),
 /// in the snapshot format: what `berth cluster snapshot save` keeps.
-pub(crate) fn dump(db: &Db, out: &mut impl Write) -> std::io::Result<()> {
-    dump_view(&db.view(), out)
+/// Returns the revision of the copy, read through the same snapshot.
+pub(crate) fn dump(db: &Db, out: &mut impl Write) -> std::io::Result<i64> {
+    let view = db.view();
+    let (revision, _) = crate::mvcc::revisions(&view).map_err(std::io::Error::other)?;
+    dump_view(&view, out)?;
+    Ok(revision)
 }
 
 /// Fills an empty store from a saved snapshot, leaving out its Raft

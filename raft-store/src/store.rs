@@ -877,21 +877,32 @@ impl Store {
     }
 
     /// Writes a consistent copy of this peer's key space (its applied
-    /// state) to `path`; returns its size in bytes.
-    pub async fn save_snapshot(&self, path: &Path) -> Result<u64, StoreError> {
+    /// state) to `path`.
+    pub async fn save_snapshot(&self, path: &Path) -> Result<SavedSnapshot, StoreError> {
         let db = self.inner.db.clone();
         let path = path.to_path_buf();
         tokio::task::spawn_blocking(move || {
             let file = std::fs::File::create(&path).map_err(|e| StoreError::io(&path, e))?;
             let mut out = std::io::BufWriter::new(file);
-            crate::state_machine::dump(&db, &mut out).map_err(|e| StoreError::io(&path, e))?;
+            let revision =
+                crate::state_machine::dump(&db, &mut out).map_err(|e| StoreError::io(&path, e))?;
             let file = out.into_inner().map_err(|e| StoreError::io(&path, e.into_error()))?;
             file.sync_all().map_err(|e| StoreError::io(&path, e))?;
-            file.metadata().map(|m| m.len()).map_err(|e| StoreError::io(&path, e))
+            let size = file.metadata().map(|m| m.len()).map_err(|e| StoreError::io(&path, e))?;
+            Ok(SavedSnapshot { size, revision })
         })
         .await
         .map_err(|e| StoreError::Internal(format!("snapshot task: {e}")))?
     }
+}
+
+/// What `Store::save_snapshot` wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct SavedSnapshot {
+    /// Bytes in the file.
+    pub size: u64,
+    /// The key space's revision in the copy.
+    pub revision: i64,
 }
 
 /// Creates the data directory of a peer of `cluster` from a snapshot that
