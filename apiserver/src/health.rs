@@ -1,4 +1,5 @@
-//! /livez, /readyz and /metrics over HTTP, beside the REST API.
+//! /livez, /readyz and /metrics, and the peer's HTTP server that serves
+//! them beside the REST API.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -31,19 +32,17 @@ struct Peer {
     metrics: PrometheusHandle,
 }
 
-pub(crate) async fn serve(
-    listener: berth_tls::Acceptor,
-    store: Store,
-    metrics: PrometheusHandle,
-    api: Router,
-    stop: CancellationToken,
-) {
-    let app = Router::new()
+/// /livez, /readyz and /metrics; the caller decides who may get them.
+pub(crate) fn routes(store: Store, metrics: PrometheusHandle) -> Router {
+    Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render))
         .with_state(Peer { store, metrics })
-        .merge(api);
+}
+
+/// Serves `app` (the REST API and the routes above) on the peer's HTTP port.
+pub(crate) async fn serve(listener: berth_tls::Acceptor, app: Router, stop: CancellationToken) {
     // Each request carries its connection's ConnectionInfo (the client
     // certificate's subject) for authentication, as gRPC requests do.
     let app = app.layer(axum::middleware::map_request(connection_info));

@@ -188,8 +188,8 @@ pub async fn serve(config: PeerConfig, stop: CancellationToken) -> Result<(), Se
         .add_service(etcd.cluster)
         .add_service(etcd.maintenance)
         .serve_with_incoming_shutdown(grpc_incoming.into_stream(), stop.clone().cancelled_owned());
-    let rest = crate::rest::router(api.clone());
-    let http = health::serve(http_incoming, store.clone(), metrics, rest, stop.clone());
+    let app = crate::rest::router(api.clone(), health::routes(store.clone(), metrics));
+    let http = health::serve(http_incoming, app, stop.clone());
 
     let compactor = crate::spawn_compactor(
         store.clone(),

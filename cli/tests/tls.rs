@@ -43,6 +43,7 @@ impl Pki {
         }
         issue("ca", "admin", &["--user", "tls-admin", "--group", "system:masters"]);
         issue("ca", "alice", &["--user", "alice"]);
+        issue("ca", "prometheus", &["--user", "prometheus", "--group", "system:monitoring"]);
         issue("stranger", "stranger-admin", &["--user", "mallory", "--group", "system:masters"]);
         issue("stranger", "stranger-peer-4", &["--peer", "4", "--host", "127.0.0.1"]);
         pki
@@ -251,6 +252,23 @@ fn check_surfaces(pki: &Pki, peers: &mut Peers) {
     let (status, body) = runtime.block_on(https_get(&peers.http[2], "/api/v1/pods", &anonymous));
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("system:anonymous"), "{body}");
+    // Probes may ask anyone's health; only monitoring and administrators
+    // read the metrics.
+    for path in ["/livez", "/readyz"] {
+        let (status, body) = runtime.block_on(https_get(&peers.http[2], path, &anonymous));
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (status, body) = runtime.block_on(https_get(&peers.http[2], "/metrics", &anonymous));
+    assert_eq!(status, 403, "{body}");
+    let alice = pki.client_tls("alice", "ca");
+    let (status, body) = runtime.block_on(https_get(&peers.http[2], "/metrics", &alice));
+    assert_eq!(status, 403, "{body}");
+    for who in ["prometheus", "admin"] {
+        let tls = pki.client_tls(who, "ca");
+        let (status, body) = runtime.block_on(https_get(&peers.http[2], "/metrics", &tls));
+        assert_eq!(status, 200, "{who}: {body}");
+        assert!(body.contains("berth_store_raft_term"), "{who}: {body}");
+    }
     runtime.block_on(async {
         use berth_proto::etcd::etcdserverpb::kv_client::KvClient;
         use berth_proto::etcd::etcdserverpb::RangeRequest;

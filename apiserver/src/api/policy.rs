@@ -26,6 +26,9 @@ const READ_WRITE: &[&str] =
 
 /// The group whose members may do anything.
 pub(crate) const MASTERS: &str = "system:masters";
+/// The role, and the group bound to it, that reads the health URLs and
+/// `/metrics` (what a Prometheus scraper's credential carries).
+const MONITORING: &str = "system:monitoring";
 pub(crate) const SCHEDULER: &str = "system:kube-scheduler";
 pub(crate) const CONTROLLER_MANAGER: &str = "system:kube-controller-manager";
 /// Where the components' leader-election Leases live.
@@ -135,6 +138,21 @@ pub(crate) fn cluster_roles() -> Vec<ClusterRole> {
             vec![urls(&["get"], &["/healthz", "/livez", "/readyz", "/version", "/version/"])],
         ),
         cluster_role(
+            MONITORING,
+            vec![urls(
+                &["get"],
+                &[
+                    "/healthz",
+                    "/healthz/*",
+                    "/livez",
+                    "/livez/*",
+                    "/metrics",
+                    "/readyz",
+                    "/readyz/*",
+                ],
+            )],
+        ),
+        cluster_role(
             "system:discovery",
             vec![urls(
                 &["get"],
@@ -217,6 +235,7 @@ pub(crate) fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
         bind("cluster-admin", subject("Group", MASTERS)),
         bind("system:basic-user", subject("Group", AUTHENTICATED)),
         bind("system:discovery", subject("Group", AUTHENTICATED)),
+        bind(MONITORING, subject("Group", MONITORING)),
         ClusterRoleBinding {
             subjects: vec![subject("Group", AUTHENTICATED), subject("Group", UNAUTHENTICATED)],
             ..bind("system:public-info-viewer", subject("Group", AUTHENTICATED))

@@ -41,11 +41,15 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// The REST routes, to merge into the peer's HTTP server.
-pub(crate) fn router(api: Api) -> Router {
-    // Discovery and OpenAPI are non-resource URLs: RBAC says who reads them
-    // (system:discovery, bound to every authenticated user; /version and
-    // the health URLs to anyone, through system:public-info-viewer).
+/// The REST routes and the peer's own non-resource `routes` (health and
+/// metrics), for the peer's HTTP server.
+pub(crate) fn router(api: Api, routes: Router) -> Router {
+    // Discovery, OpenAPI, health and metrics are non-resource URLs: RBAC
+    // says who reads them (system:discovery, bound to every authenticated
+    // user; /version and the health URLs to anyone, through
+    // system:public-info-viewer; /metrics to system:monitoring).
+    let guard = axum::middleware::from_fn_with_state(api.clone(), authorize_path);
+    let routes = routes.route_layer(guard.clone());
     let non_resource = Router::new()
         .route("/version", get(|| async { json_response(StatusCode::OK, &discovery::version()) }))
         .route("/api", get(|headers: HeaderMap| async move { discover(&headers, true) }))
@@ -66,13 +70,14 @@ pub(crate) fn router(api: Api) -> Router {
                 }
             }),
         )
-        .route_layer(axum::middleware::from_fn_with_state(api.clone(), authorize_path));
+        .route_layer(guard);
     Router::new()
         .merge(non_resource)
         .merge(stream::routes())
         .route("/api/v1/{*path}", any(core))
         .route("/apis/{group}/{version}/{*path}", any(grouped))
         .with_state(api)
+        .merge(routes)
         .layer(axum::extract::DefaultBodyLimit::max(crate::filters::MAX_REQUEST_BODY))
 }
 
