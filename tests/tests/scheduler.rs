@@ -170,9 +170,13 @@ async fn an_unschedulable_pod_is_told_why_and_placed_when_a_node_fits() {
     assert_eq!(condition.status, "False");
     assert_eq!(condition.reason, "Unschedulable");
     assert_eq!(condition.message, expected);
-    let events =
-        Api::<Event>::namespaced(&client, "default").list(&ListParams::default()).await.unwrap();
-    let failed = events.items.iter().find(|e| e.reason == "FailedScheduling").expect("an event");
+    // Events are written apart from the pod's status, so may come later.
+    let events = Api::<Event>::namespaced(&client, "default");
+    let failed = eventually("a FailedScheduling event", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|e| e.reason == "FailedScheduling")
+    })
+    .await;
     assert_eq!(failed.message, expected);
     assert_eq!(failed.r#type, "Warning");
     assert_eq!(failed.involved_object.as_ref().unwrap().name, "big");
