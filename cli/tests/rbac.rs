@@ -19,6 +19,16 @@ struct Server {
     dir: tempfile::TempDir,
 }
 
+/// A process killed when the test ends however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -30,8 +40,12 @@ fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let (grpc, http) = (free_addr(), free_addr());
     let tokens = dir.path().join("tokens.csv");
-    std::fs::write(&tokens, "admin-token,admin,1,\"system:masters\"\nalice-token,alice,2\n")
-        .unwrap();
+    std::fs::write(
+        &tokens,
+        "admin-token,admin,1,\"system:masters\"\nalice-token,alice,2\n\
+         cm-token,system:kube-controller-manager,3\n",
+    )
+    .unwrap();
     // kubectl sends tokens only over TLS.
     let pki = dir.path().join("pki");
     berth(&[&["pki", "init", "--dir"][..], &[pki.to_str().unwrap()]].concat());
@@ -164,6 +178,34 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// `kubectl apply` of `manifest` as `context`.
+    fn apply(&self, context: &str, manifest: &str) -> String {
+        let file = self.dir.path().join("manifest.yaml");
+        std::fs::write(&file, manifest).unwrap();
+        self.ok(context, &["apply", "-f", file.to_str().unwrap()])
+    }
+
+    /// A controller-manager as system:kube-controller-manager (its own
+    /// identity and bootstrap role), killed when dropped.
+    fn controller_manager(&self) -> Killed {
+        let token = self.dir.path().join("cm.token");
+        std::fs::write(&token, "cm-token\n").unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["controller-manager", "--server", &self.grpc, "--id", "cm-1"])
+            .arg("--certificate-authority")
+            .arg(self.dir.path().join("pki/ca.crt"))
+            .arg("--token-file")
+            .arg(&token)
+            .args(["--http", &free_addr(), "--controllers", "clusterrole-aggregation"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.dir.path().join("controller-manager.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("berth controller-manager starts");
+        Killed(child)
     }
 
     fn log(&self) -> String {
@@ -301,4 +343,77 @@ fn kubectl_auth_can_i_and_a_role_binding_that_grants_access() {
         listed.contains("system:kube-scheduler") && !listed.contains("node-reader"),
         "{listed}"
     );
+
+    // Aggregation: a ClusterRole labelled aggregate-to-edit adds its rules
+    // to edit, and through edit to admin, once the controller-manager
+    // (under its own identity and bootstrap role) writes them.
+    let leases = ["create", "leases.coordination.k8s.io", "-n", "team"];
+    assert_eq!(server.can_i("alice", &leases), "no");
+    let _controller_manager = server.controller_manager();
+    server.apply(
+        "admin",
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: lease-editor
+  labels:
+    rbac.authorization.k8s.io/aggregate-to-edit: \"true\"
+rules:
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, list, create]
+",
+    );
+    server.wait_can_i("alice", &leases, "yes");
+    server
+        .ok("admin", &["create", "rolebinding", "bob-admin", "--clusterrole=admin", "--user=bob"]);
+    server.wait_can_i("admin", &["create", "leases.coordination.k8s.io", "--as=bob"], "yes");
+    // An aggregated role of one's own, applied with kubectl's strict
+    // validation, gathers the roles its selector picks.
+    server.apply(
+        "admin",
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: pod-watchers
+aggregationRule:
+  clusterRoleSelectors:
+  - matchLabels:
+      example.com/aggregate-to-pod-watchers: \"true\"
+rules: []
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: pod-watch-part
+  labels:
+    example.com/aggregate-to-pod-watchers: \"true\"
+rules:
+- apiGroups: [\"\"]
+  resources: [pods]
+  verbs: [watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: alice-pod-watchers
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: pod-watchers
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: User
+  name: alice
+",
+    );
+    server.wait_can_i("alice", &["watch", "pods", "-n", "default"], "yes");
+    let role = server.ok("admin", &["get", "clusterrole", "pod-watchers", "-o", "yaml"]);
+    assert!(role.contains("aggregationRule:") && role.contains("- watch"), "{role}");
+    // A label taken off takes the rules back out.
+    server.ok(
+        "admin",
+        &["label", "clusterrole", "lease-editor", "rbac.authorization.k8s.io/aggregate-to-edit-"],
+    );
+    server.wait_can_i("alice", &leases, "no");
 }

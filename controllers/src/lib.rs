@@ -1,8 +1,9 @@
 //! berth-controllers: the controller-manager's reconcilers.
 //!
-//! ReplicaSet, Deployment, node lifecycle, garbage collection and namespace
-//! deletion, each a [`Reconciler`] over shared informers and a work queue,
-//! run by the elected leader among the replicas ([`ControllerManager`]):
+//! ReplicaSet, Deployment, node lifecycle, garbage collection, namespace
+//! deletion and ClusterRole aggregation, each a [`Reconciler`] over shared
+//! informers and a work queue, run by the elected leader among the replicas
+//! ([`ControllerManager`]):
 //! only the holder of the Lease kube-system/berth-controller-manager runs
 //! them, and its writes carry its fencing token, so a replica that lost the
 //! Lease cannot write.
@@ -10,6 +11,7 @@
 //! A Deployment is rolled back by setting the [`ROLLBACK_TO`] annotation to
 //! a revision ("0": the previous one); apps/v1 has no spec.rollbackTo.
 
+mod aggregation;
 mod claims;
 mod deployment;
 mod error;

@@ -7,7 +7,7 @@
 use crate::informers::Informers;
 use crate::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 use crate::runner::{run_workers, Reconciler};
-use crate::{deployment, gc, namespace, node_lifecycle, replicaset};
+use crate::{aggregation, deployment, gc, namespace, node_lifecycle, replicaset};
 use berth_client::EventRecorder;
 use berth_client::{Client, ElectionTiming, FenceToken, LeaderElector, RateLimit, WorkQueue};
 use std::sync::Arc;
@@ -21,8 +21,14 @@ pub const LEASE_NAMESPACE: &str = "kube-system";
 pub const LEASE_NAME: &str = "berth-controller-manager";
 
 /// Every controller this manager runs, by the name `--controllers` takes.
-pub const CONTROLLERS: &[&str] =
-    &[replicaset::NAME, deployment::NAME, gc::NAME, namespace::NAME, node_lifecycle::NAME];
+pub const CONTROLLERS: &[&str] = &[
+    replicaset::NAME,
+    deployment::NAME,
+    gc::NAME,
+    namespace::NAME,
+    node_lifecycle::NAME,
+    aggregation::NAME,
+];
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -184,6 +190,11 @@ async fn run_term(client: Client, config: &Config, stop: CancellationToken) {
             &q,
             config.node_lifecycle.clone(),
         );
+        starts.push(start(c, q, workers, &stop));
+    }
+    if config.enabled(aggregation::NAME) {
+        let q = queue(aggregation::NAME);
+        let c = aggregation::AggregationController::new(&client, &mut informers, &q);
         starts.push(start(c, q, workers, &stop));
     }
 

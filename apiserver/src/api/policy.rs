@@ -13,9 +13,10 @@ use super::verbs::{self, Write};
 use super::Api;
 use crate::error::ApiError;
 use crate::filters::{RequestInfo, UserInfo, AUTHENTICATED, UNAUTHENTICATED};
-use berth_proto::meta_v1::ObjectMeta;
+use berth_proto::meta_v1::{LabelSelector, ObjectMeta};
 use berth_proto::rbac_v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+    AggregationRule, ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef,
+    Subject,
 };
 use std::collections::BTreeMap;
 
@@ -98,9 +99,9 @@ fn view() -> Vec<PolicyRule> {
     ]
 }
 
-fn edit() -> Vec<PolicyRule> {
-    let mut rules = view();
-    rules.extend([
+/// What edit adds to view.
+fn edit_only() -> Vec<PolicyRule> {
+    vec![
         rule(WRITE, &[""], &["pods"]),
         rule(&["create"], &[""], &["pods/exec", "pods/attach", "pods/eviction"]),
         rule(
@@ -108,23 +109,58 @@ fn edit() -> Vec<PolicyRule> {
             &["apps"],
             &["deployments", "deployments/scale", "replicasets", "replicasets/scale"],
         ),
-    ]);
-    rules
+    ]
 }
 
-fn admin() -> Vec<PolicyRule> {
-    let mut rules = edit();
-    rules.push(rule(READ_WRITE, &[GROUP], &["roles", "rolebindings"]));
-    rules
+/// What admin adds to edit.
+fn admin_only() -> Vec<PolicyRule> {
+    vec![rule(READ_WRITE, &[GROUP], &["roles", "rolebindings"])]
+}
+
+/// The label that puts a ClusterRole's rules into the aggregated role
+/// `into` (admin, edit or view).
+fn aggregate_to(into: &str) -> String {
+    format!("rbac.authorization.k8s.io/aggregate-to-{into}")
+}
+
+/// admin, edit and view are aggregated as in Kubernetes: each is the union
+/// of the roles labelled `aggregate-to-<name>` (view's rules go into edit,
+/// edit's into admin, and anyone's role can add to them). They are written
+/// with the rules aggregation gives them, so they hold before the
+/// controller-manager first runs (in the order it gives them, the rules
+/// of the selected roles by their names, so it has nothing to rewrite).
+fn aggregated_roles() -> Vec<ClusterRole> {
+    let edit = [edit_only(), view()].concat();
+    let admin = [edit.clone(), admin_only()].concat();
+    let mut roles = Vec::new();
+    for (name, rules, into, only) in [
+        ("admin", admin, None, admin_only()),
+        ("edit", edit, Some("admin"), edit_only()),
+        ("view", view(), Some("edit"), view()),
+    ] {
+        let mut role = cluster_role(name, rules);
+        let selector = LabelSelector {
+            match_labels: BTreeMap::from([(aggregate_to(name), "true".into())]),
+            ..Default::default()
+        };
+        role.aggregation_rule = Some(AggregationRule { cluster_role_selectors: vec![selector] });
+        if let (Some(into), Some(meta)) = (into, role.metadata.as_mut()) {
+            meta.labels.insert(aggregate_to(into), "true".into());
+        }
+        roles.push(role);
+        let mut part = cluster_role(&format!("system:aggregate-to-{name}"), only);
+        if let Some(meta) = part.metadata.as_mut() {
+            meta.labels.insert(aggregate_to(name), "true".into());
+        }
+        roles.push(part);
+    }
+    roles
 }
 
 /// Every bootstrap ClusterRole.
 pub(crate) fn cluster_roles() -> Vec<ClusterRole> {
-    vec![
+    let mut roles = vec![
         cluster_role("cluster-admin", vec![rule(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])]),
-        cluster_role("admin", admin()),
-        cluster_role("edit", edit()),
-        cluster_role("view", view()),
         cluster_role(
             "system:basic-user",
             vec![rule(
@@ -218,9 +254,14 @@ pub(crate) fn cluster_roles() -> Vec<ClusterRole> {
                     &["", "events.k8s.io"],
                     &["events"],
                 ),
+                // ClusterRole aggregation writes the rules of aggregated
+                // roles, which may be anyone's.
+                rule(&["escalate", "get", "list", "update", "watch"], &[GROUP], &["clusterroles"]),
             ],
         ),
-    ]
+    ];
+    roles.extend(aggregated_roles());
+    roles
 }
 
 /// Every bootstrap ClusterRoleBinding (each named after its role).
@@ -279,7 +320,9 @@ impl Api {
     pub(super) async fn bootstrap_policy(&self) -> Result<(), ApiError> {
         for role in cluster_roles() {
             self.reconcile(role, |want, have: &mut ClusterRole| {
-                add_rules(&want.rules, &mut have.rules)
+                let labels = add_labels(want, have);
+                let selectors = add_selectors(want, have);
+                add_rules(&want.rules, &mut have.rules) | labels | selectors
             })
             .await?;
         }
@@ -349,6 +392,37 @@ const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 fn add_rules(want: &[PolicyRule], have: &mut Vec<PolicyRule>) -> bool {
     let missing: Vec<PolicyRule> = want.iter().filter(|r| !have.contains(r)).cloned().collect();
     have.extend(missing.iter().cloned());
+    !missing.is_empty()
+}
+
+/// Adds the labels of `want` that `have` lacks (those that aggregate a
+/// role into another); whether it did.
+fn add_labels(want: &ClusterRole, have: &mut ClusterRole) -> bool {
+    let (Some(want), Some(have)) = (want.metadata.as_ref(), have.metadata.as_mut()) else {
+        return false;
+    };
+    let mut added = false;
+    for (key, value) in &want.labels {
+        if !have.labels.contains_key(key) {
+            have.labels.insert(key.clone(), value.clone());
+            added = true;
+        }
+    }
+    added
+}
+
+/// Adds the aggregation selectors of `want` that `have` lacks; whether it
+/// did.
+fn add_selectors(want: &ClusterRole, have: &mut ClusterRole) -> bool {
+    let Some(want) = &want.aggregation_rule else { return false };
+    let have = have.aggregation_rule.get_or_insert_with(Default::default);
+    let missing: Vec<LabelSelector> = want
+        .cluster_role_selectors
+        .iter()
+        .filter(|s| !have.cluster_role_selectors.contains(s))
+        .cloned()
+        .collect();
+    have.cluster_role_selectors.extend(missing.iter().cloned());
     !missing.is_empty()
 }
 

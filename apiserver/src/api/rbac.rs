@@ -4,9 +4,11 @@
 
 use super::kinds::Kind;
 use super::validation::{object_meta, Causes, NameRule};
+use berth_proto::labels::Selector;
 use berth_proto::meta_v1::StatusCause;
 use berth_proto::rbac_v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+    AggregationRule, ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef,
+    Subject,
 };
 use berth_proto::Resource;
 
@@ -153,31 +155,57 @@ fn role_ref_update(causes: &mut Causes, old: Option<&RoleRef>, new: Option<&Role
     }
 }
 
-macro_rules! role {
-    ($($ty:ty, namespaced = $namespaced:literal;)*) => {$(
-        impl Kind for $ty {
-            fn keep_status_of(&mut self, _: &Self) {}
-            fn keep_spec_of(&mut self, from: &Self) {
-                self.rules = from.rules.clone();
-            }
-            fn spec_changed(&self, from: &Self) -> bool {
-                self.rules != from.rules
-            }
-            fn name_rule(&self) -> NameRule {
-                NameRule::Any
-            }
-            fn validate(&self) -> Causes {
-                let mut causes = meta(self);
-                rules(&mut causes, &self.rules, $namespaced);
-                causes
-            }
+/// Each selector must parse, and there must be one.
+fn aggregation(causes: &mut Causes, rule: &AggregationRule) {
+    if rule.cluster_role_selectors.is_empty() {
+        required(causes, "aggregationRule.clusterRoleSelectors".into());
+    }
+    for (i, selector) in rule.cluster_role_selectors.iter().enumerate() {
+        if let Err(e) = Selector::from_label_selector(Some(selector)) {
+            let field = format!("aggregationRule.clusterRoleSelectors[{i}]");
+            cause(causes, field, "FieldValueInvalid", e.to_string());
         }
-    )*};
+    }
 }
 
-role! {
-    Role, namespaced = true;
-    ClusterRole, namespaced = false;
+impl Kind for Role {
+    fn keep_status_of(&mut self, _: &Self) {}
+    fn keep_spec_of(&mut self, from: &Self) {
+        self.rules = from.rules.clone();
+    }
+    fn spec_changed(&self, from: &Self) -> bool {
+        self.rules != from.rules
+    }
+    fn name_rule(&self) -> NameRule {
+        NameRule::Any
+    }
+    fn validate(&self) -> Causes {
+        let mut causes = meta(self);
+        rules(&mut causes, &self.rules, true);
+        causes
+    }
+}
+
+impl Kind for ClusterRole {
+    fn keep_status_of(&mut self, _: &Self) {}
+    fn keep_spec_of(&mut self, from: &Self) {
+        self.rules = from.rules.clone();
+        self.aggregation_rule = from.aggregation_rule.clone();
+    }
+    fn spec_changed(&self, from: &Self) -> bool {
+        self.rules != from.rules || self.aggregation_rule != from.aggregation_rule
+    }
+    fn name_rule(&self) -> NameRule {
+        NameRule::Any
+    }
+    fn validate(&self) -> Causes {
+        let mut causes = meta(self);
+        rules(&mut causes, &self.rules, false);
+        if let Some(rule) = &self.aggregation_rule {
+            aggregation(&mut causes, rule);
+        }
+        causes
+    }
 }
 
 macro_rules! binding {
@@ -265,6 +293,34 @@ mod tests {
         let cluster_role =
             ClusterRole { metadata: named("r"), rules: vec![urls], ..Default::default() };
         assert!(Kind::validate(&cluster_role).0.is_empty());
+    }
+
+    #[test]
+    fn an_aggregation_rule_needs_selectors_that_parse() {
+        use berth_proto::meta_v1::{LabelSelector, LabelSelectorRequirement};
+        let mut role = ClusterRole {
+            metadata: named("r"),
+            aggregation_rule: Some(AggregationRule::default()),
+            ..Default::default()
+        };
+        assert_eq!(fields(Kind::validate(&role)), ["aggregationRule.clusterRoleSelectors"]);
+        let bad = LabelSelector {
+            match_expressions: vec![LabelSelectorRequirement {
+                key: "k".into(),
+                operator: "Sometimes".into(),
+                values: vec![],
+            }],
+            ..Default::default()
+        };
+        let good = LabelSelector {
+            match_labels: [("k".to_string(), "v".to_string())].into(),
+            ..Default::default()
+        };
+        role.aggregation_rule =
+            Some(AggregationRule { cluster_role_selectors: vec![good.clone(), bad] });
+        assert_eq!(fields(Kind::validate(&role)), ["aggregationRule.clusterRoleSelectors[1]"]);
+        role.aggregation_rule = Some(AggregationRule { cluster_role_selectors: vec![good] });
+        assert!(Kind::validate(&role).0.is_empty());
     }
 
     #[test]

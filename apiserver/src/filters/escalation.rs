@@ -47,9 +47,22 @@ pub(super) fn confirm(
         let escalate = asking::<Role>(info, "escalate", namespace, name);
         confirm_role(filters, info, &role.rules, old, escalate, namespace)
     } else if let Some(role) = any.downcast_ref::<ClusterRole>() {
-        let old = old.and_then(|o| o.downcast_ref::<ClusterRole>()).map(|o| &o.rules);
+        let old = old.and_then(|o| o.downcast_ref::<ClusterRole>());
         let escalate = asking::<ClusterRole>(info, "escalate", "", name);
-        confirm_role(filters, info, &role.rules, old, escalate, "")
+        let may_escalate = privileged(info) || filters.decide(&escalate) == Decision::Allow;
+        confirm_role(filters, info, &role.rules, old.map(|o| &o.rules), escalate, "")?;
+        // An aggregation rule can gather any rule, so setting or changing
+        // one takes full authority, as in Kubernetes.
+        let aggregating = role.aggregation_rule.is_some()
+            && old.is_none_or(|o| o.aggregation_rule != role.aggregation_rule);
+        if aggregating && !may_escalate && !missing(filters, info, &everything(), "").is_empty() {
+            return Err(ApiError::Forbidden(format!(
+                "clusterroles.{} {name:?} is forbidden: must have cluster-admin privileges to use \
+                 the aggregationRule",
+                Role::GROUP
+            )));
+        }
+        Ok(())
     } else if let Some(binding) = any.downcast_ref::<RoleBinding>() {
         let same = old
             .and_then(|o| o.downcast_ref::<RoleBinding>())
@@ -118,6 +131,20 @@ fn confirm_binding(
             ApiError::Forbidden(format!("{resource}.{} {:?} not found", Role::GROUP, role.name))
         })?;
     confirm_held(filters, info, &rules, namespace)
+}
+
+/// Every permission there is: what cluster-admin holds.
+fn everything() -> Vec<PolicyRule> {
+    let all = vec!["*".to_string()];
+    vec![
+        PolicyRule {
+            verbs: all.clone(),
+            api_groups: all.clone(),
+            resources: all.clone(),
+            ..Default::default()
+        },
+        PolicyRule { verbs: all.clone(), non_resource_ur_ls: all, ..Default::default() },
+    ]
 }
 
 fn privileged(info: &RequestInfo) -> bool {
@@ -449,6 +476,70 @@ mod tests {
         create(&filters, &dave, &anything).unwrap();
         refused(create(&filters, &dave, &role("y", "anything", anything.rules.clone())));
         refused(create(&filters, &dave, &grant("x", "bob", "ClusterRole", "view")));
+    }
+
+    #[test]
+    fn an_aggregation_rule_takes_full_authority_or_escalate() {
+        use berth_proto::meta_v1::LabelSelector;
+        use berth_proto::rbac_v1::AggregationRule;
+        let cluster_role = |name: &str, rules: Vec<PolicyRule>| ClusterRole {
+            metadata: meta("", name),
+            rules,
+            ..Default::default()
+        };
+        let mut cluster_roles = policy::cluster_roles();
+        cluster_roles.push(cluster_role(
+            "role-writer",
+            vec![
+                rule(&["create", "update"], &[Role::GROUP], &["clusterroles"]),
+                rule(&["get", "list"], &[""], &["pods"]),
+            ],
+        ));
+        cluster_roles.push(cluster_role(
+            "escalator",
+            vec![rule(&["escalate"], &[Role::GROUP], &["clusterroles"])],
+        ));
+        let mut bindings = policy::cluster_role_bindings();
+        for (user, role) in [("alice", "role-writer"), ("carol", "escalator")] {
+            let binding = grant("", user, "ClusterRole", role);
+            bindings.push(ClusterRoleBinding {
+                metadata: binding.metadata,
+                subjects: binding.subjects,
+                role_ref: binding.role_ref,
+                ..Default::default()
+            });
+        }
+        let policy = Policy::of(policy::roles(), cluster_roles, policy::role_bindings(), bindings);
+        let rbac: Box<dyn Authorizer> = Box::new(Rbac::fixed(policy));
+        let filters = Filters { authorizers: vec![rbac], ..Filters::default() };
+
+        let readers = cluster_role("readers", vec![rule(&["get"], &[""], &["pods"])]);
+        let alice = user("alice");
+        create(&filters, &alice, &readers).unwrap();
+        let selector = LabelSelector {
+            match_labels: [("aggregate-to-readers".to_string(), "true".to_string())].into(),
+            ..Default::default()
+        };
+        let aggregated = ClusterRole {
+            aggregation_rule: Some(AggregationRule { cluster_role_selectors: vec![selector] }),
+            ..readers.clone()
+        };
+        let message = refused(create(&filters, &alice, &aggregated));
+        assert_eq!(
+            message,
+            "clusterroles.rbac.authorization.k8s.io \"readers\" is forbidden: must have \
+             cluster-admin privileges to use the aggregationRule"
+        );
+        let mut info = RequestInfo::new::<Role>("update", "", "", "readers");
+        info.user = alice.clone();
+        refused(confirm(&filters, &info, &aggregated, Some(&readers)));
+        // Leaving an existing rule as it is takes nothing.
+        let mut relabelled = aggregated.clone();
+        relabelled.metadata.as_mut().unwrap().labels.insert("team".into(), "a".into());
+        confirm(&filters, &info, &relabelled, Some(&aggregated)).unwrap();
+        create(&filters, &user("carol"), &aggregated).unwrap();
+        let root = UserInfo { name: "root".into(), groups: vec![MASTERS.into()] };
+        create(&filters, &root, &aggregated).unwrap();
     }
 
     #[test]

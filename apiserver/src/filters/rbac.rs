@@ -473,6 +473,7 @@ mod tests {
                 ("replicasets/status", "update patch"),
                 ("leases", "get list watch delete"),
                 ("events", "list watch create update patch delete"),
+                ("clusterroles", "get list watch update"),
             ],
             "system:basic-user" => vec![("selfsubjectaccessreviews", "create")],
             other => panic!("no expectations for {other}"),
