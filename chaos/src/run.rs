@@ -719,17 +719,30 @@ async fn status(channel: &Channel) -> Option<pb::StatusResponse> {
     tokio::time::timeout(Duration::from_millis(300), call).await.ok()?.ok().map(|r| r.into_inner())
 }
 
-/// One round of Status calls: the highest term seen, and the leader the
-/// peers at that term name (0-based).
+/// One round of Status calls: the leader (0-based) if one is sure, with
+/// its term, else the highest term seen and None. Sure: a majority of the peers name it at its term,
+/// itself among them. A single peer's view may be a term behind (it has not
+/// heard of the election yet), and a fault aimed by it would hit a
+/// follower; an isolated peer's higher term (it campaigns alone) does not
+/// hide the leader the majority follows. Two majorities share a peer, and a
+/// peer names one leader, so at most one leader is sure.
 async fn status_round(channels: &[Channel]) -> (u64, Option<usize>) {
     let answers = futures::future::join_all(channels.iter().map(status)).await;
-    let best = answers.iter().flatten().filter(|s| s.leader > 0).max_by_key(|s| s.raft_term);
-    let term = answers.iter().flatten().map(|s| s.raft_term).max().unwrap_or(0);
-    match best {
-        Some(s) if s.raft_term == term && (s.leader as usize) <= channels.len() => {
-            (term, Some(s.leader as usize - 1))
-        }
-        _ => (term, None),
+    let views: Vec<Option<(u64, u64)>> =
+        answers.iter().map(|a| a.as_ref().map(|s| (s.raft_term, s.leader))).collect();
+    agreed_leader(&views)
+}
+
+/// From each peer's (term, leader id) as it answered; see [`status_round`].
+fn agreed_leader(views: &[Option<(u64, u64)>]) -> (u64, Option<usize>) {
+    let sure = views.iter().enumerate().find_map(|(index, view)| {
+        let (term, named) = (*view)?;
+        let naming = views.iter().flatten().filter(|v| **v == (term, named)).count();
+        (named == index as u64 + 1 && naming > views.len() / 2).then_some((term, index))
+    });
+    match sure {
+        Some((term, index)) => (term, Some(index)),
+        None => (views.iter().flatten().map(|(term, _)| *term).max().unwrap_or(0), None),
     }
 }
 
@@ -809,4 +822,29 @@ async fn leaderz(port: u16) -> bool {
         Some(head.starts_with(b"HTTP/1.1 200"))
     };
     tokio::time::timeout(Duration::from_millis(500), ask).await.ok().flatten().unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::agreed_leader;
+
+    #[test]
+    fn a_leader_counts_when_a_majority_names_it_at_the_highest_term_itself_included() {
+        // All agree.
+        assert_eq!(agreed_leader(&[Some((3, 2)), Some((3, 2)), Some((3, 2))]), (3, Some(1)));
+        // One peer silent: the other two still make a majority of three.
+        assert_eq!(agreed_leader(&[None, Some((3, 2)), Some((3, 2))]), (3, Some(1)));
+        // A peer a term behind names the old leader: not enough on its own.
+        assert_eq!(agreed_leader(&[Some((3, 1)), Some((4, 2)), Some((4, 0))]), (4, None));
+        // Two name peer 1 but peer 1 has moved on to a higher term.
+        assert_eq!(agreed_leader(&[Some((5, 0)), Some((4, 1)), Some((4, 1))]), (5, None));
+        // An isolated peer campaigning alone at term 9 does not hide the
+        // leader the other two follow.
+        assert_eq!(agreed_leader(&[Some((4, 2)), Some((4, 2)), Some((9, 0))]), (4, Some(1)));
+        // A majority names peer 3, but peer 3 does not answer.
+        assert_eq!(agreed_leader(&[Some((2, 3)), Some((2, 3)), None]), (2, None));
+        // A leader id past the peers known is never chosen.
+        assert_eq!(agreed_leader(&[Some((2, 9)), Some((2, 9)), Some((2, 9))]), (2, None));
+        assert_eq!(agreed_leader(&[]), (0, None));
+    }
 }
