@@ -150,6 +150,13 @@ impl RaftService for PeerService {
         reply(&self.store.install_snapshot(rpc).await)
     }
 
+    async fn pre_vote(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        self.store.grant_pre_vote(request.get_ref()).map(Response::new).map_err(bad_payload)
+    }
+
     async fn propose(&self, request: Request<Command>) -> Result<Response<CommandResult>, Status> {
         // Not proposed at all: the caller may safely retry elsewhere.
         if !self.store.is_leader() {

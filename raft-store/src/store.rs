@@ -68,7 +68,8 @@ pub struct StoreConfig {
     pub election_timeout: (Duration, Duration),
     /// Campaign as soon as no leader has been heard for the leader lease
     /// (`election_timeout.1`) plus a short fresh jitter, rather than waiting
-    /// for openraft's own timer too (see `election`). On by default.
+    /// for openraft's own timer too (see `election`; both wait for a
+    /// pre-vote). On by default.
     pub campaign_when_leader_silent: bool,
     /// How long a write or linearizable read may wait for a leader/quorum.
     pub request_timeout: Duration,
@@ -181,6 +182,8 @@ impl Store {
             max_payload_entries: 1024,
             snapshot_max_chunk_size: 1 << 20,
             install_snapshot_timeout: 10_000,
+            // Turned on by the election module, after a pre-vote.
+            enable_elect: false,
             ..Default::default()
         };
         let raft_config = Arc::new(

@@ -154,6 +154,37 @@ async fn an_isolated_leader_steps_aside_and_the_rest_elect_another() {
     cluster.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_follower_keeps_its_term_and_does_not_depose_the_leader_on_return() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_for_leader(None).await;
+    let term = cluster.store(leader).status().unwrap().term;
+    let follower = if leader == 1 { 2 } else { 1 };
+    for other in 1..=3u64 {
+        if other != follower {
+            cluster.cut(follower, other);
+        }
+    }
+    // Cut off for several election timeouts (200-400 ms here), the follower
+    // asks for pre-votes nobody can answer, and never raises its term.
+    let window = Instant::now() + Duration::from_millis(2000);
+    while Instant::now() < window {
+        let status = cluster.store(follower).status().unwrap();
+        assert_eq!(status.term, term, "the isolated follower campaigned: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.store(leader).put(put("/while-away", "x")).await.unwrap();
+    cluster.heal();
+    cluster.converged().await;
+    // Its return ended nobody's term: the leader leads on, in the same term.
+    assert_eq!(cluster.wait_for_leader(None).await, leader);
+    for id in 1..=3u64 {
+        assert_eq!(cluster.store(id).status().unwrap().term, term, "peer {id}");
+    }
+    assert_eq!(value(cluster.store(follower), "/while-away").await.as_deref(), Some("x"));
+    cluster.shutdown().await;
+}
+
 fn snapshot_often(config: &mut StoreConfig) {
     fast(config);
     config.snapshot_every = 20;
