@@ -50,17 +50,22 @@ impl Authorizer for AlwaysAllow {
     }
 
     fn rules_for(&self, _: &UserInfo, _: &str) -> Option<Vec<PolicyRule>> {
-        let all = vec!["*".to_string()];
-        Some(vec![
-            PolicyRule {
-                verbs: all.clone(),
-                api_groups: all.clone(),
-                resources: all.clone(),
-                ..Default::default()
-            },
-            PolicyRule { verbs: all.clone(), non_resource_ur_ls: all, ..Default::default() },
-        ])
+        Some(full_authority())
     }
+}
+
+/// Every permission there is: what cluster-admin holds.
+pub(crate) fn full_authority() -> Vec<PolicyRule> {
+    let all = vec!["*".to_string()];
+    vec![
+        PolicyRule {
+            verbs: all.clone(),
+            api_groups: all.clone(),
+            resources: all.clone(),
+            ..Default::default()
+        },
+        PolicyRule { verbs: all.clone(), non_resource_ur_ls: all, ..Default::default() },
+    ]
 }
 
 /// An authorizer `berth server --authorization-mode` names, in Kubernetes'

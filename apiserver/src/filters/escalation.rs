@@ -55,7 +55,10 @@ pub(super) fn confirm(
         // one takes full authority, as in Kubernetes.
         let aggregating = role.aggregation_rule.is_some()
             && old.is_none_or(|o| o.aggregation_rule != role.aggregation_rule);
-        if aggregating && !may_escalate && !missing(filters, info, &everything(), "").is_empty() {
+        if aggregating
+            && !may_escalate
+            && !missing(filters, info, &super::authz::full_authority(), "").is_empty()
+        {
             return Err(ApiError::Forbidden(format!(
                 "clusterroles.{} {name:?} is forbidden: must have cluster-admin privileges to use \
                  the aggregationRule",
@@ -131,20 +134,6 @@ fn confirm_binding(
             ApiError::Forbidden(format!("{resource}.{} {:?} not found", Role::GROUP, role.name))
         })?;
     confirm_held(filters, info, &rules, namespace)
-}
-
-/// Every permission there is: what cluster-admin holds.
-fn everything() -> Vec<PolicyRule> {
-    let all = vec!["*".to_string()];
-    vec![
-        PolicyRule {
-            verbs: all.clone(),
-            api_groups: all.clone(),
-            resources: all.clone(),
-            ..Default::default()
-        },
-        PolicyRule { verbs: all.clone(), non_resource_ur_ls: all, ..Default::default() },
-    ]
 }
 
 fn privileged(info: &RequestInfo) -> bool {
