@@ -124,13 +124,24 @@ async fn pre_vote(store: &Store, timeout: Duration) -> bool {
             (id, granted)
         }
     });
-    let answers = futures::future::join_all(asks).await;
-    let yes: Vec<NodeId> =
-        answers.into_iter().filter(|(_, granted)| *granted).map(|(id, _)| id).chain([me]).collect();
-    membership.get_joint_config().iter().all(|config| {
-        let granted = config.iter().filter(|id| yes.contains(id)).count();
-        granted * 2 > config.len()
-    })
+    let enough = |yes: &[NodeId]| {
+        membership.get_joint_config().iter().all(|config| {
+            let granted = config.iter().filter(|id| yes.contains(id)).count();
+            granted * 2 > config.len()
+        })
+    };
+    // Done at the first majority: a peer that does not answer (cut off)
+    // holds nobody up for the whole timeout.
+    let mut yes = vec![me];
+    let mut answers: futures::stream::FuturesUnordered<_> = asks.collect();
+    while !enough(&yes) {
+        match futures::StreamExt::next(&mut answers).await {
+            Some((id, true)) => yes.push(id),
+            Some((_, false)) => {}
+            None => return false,
+        }
+    }
+    true
 }
 
 /// A uniformly random duration in `[low, low + spread)`.
@@ -178,6 +189,7 @@ pub(crate) fn spawn_watchdog(store: Store) -> tokio::task::JoinHandle<()> {
         let config = &store.inner.config;
         let (min, max) = config.election_timeout;
         let heartbeat = config.heartbeat;
+        let ask_within = heartbeat.max(Duration::from_millis(50));
         let spread = (max.saturating_sub(min) / 2).max(heartbeat);
         // Past the voters' lease by at least a heartbeat, so that the other
         // followers' leases (from the same last heartbeat) are over.
@@ -188,20 +200,34 @@ pub(crate) fn spawn_watchdog(store: Store) -> tokio::task::JoinHandle<()> {
         let mut vote = store.raft().metrics().borrow().vote;
         // One campaign per silence: the retries are openraft's.
         let mut campaigned = false;
+        // When a majority last said yes to a pre-vote.
+        let mut granted_at: Option<Instant> = None;
+        let armed = |campaigned: bool| config.campaign_when_leader_silent && !campaigned;
         let mut tick = tokio::time::interval(heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            // Pre-votes are asked on the heartbeat tick; the campaign keeps
+            // its own jittered moment, so that two followers of a dead
+            // leader do not campaign in the same tick and split the vote.
+            let campaign_at = since + wait;
+            let due = tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+                _ = tick.tick() => false,
+                _ = tokio::time::sleep_until(campaign_at), if armed(campaigned) => true,
+            };
             match standing(&store) {
-                Standing::Aside => continue,
-                Standing::Free => {
-                    elect(true);
+                Standing::Follower => {}
+                other => {
+                    if let Standing::Free = other {
+                        elect(true);
+                    }
+                    // Leading or aside counts as contact: a peer that
+                    // becomes a follower starts its wait afresh.
+                    since = Instant::now();
+                    wait = first();
+                    campaigned = false;
                     continue;
                 }
-                Standing::Follower => {}
             }
             let heard = store.inner.contact.last();
             if heard > since {
@@ -223,15 +249,29 @@ pub(crate) fn spawn_watchdog(store: Store) -> tokio::task::JoinHandle<()> {
             let silent = since.elapsed();
             if silent < min {
                 elect(false);
+                granted_at = None;
                 continue;
             }
-            let may = pre_vote(&store, heartbeat.max(Duration::from_millis(50))).await;
-            elect(may);
-            if !may {
-                metrics::counter!("berth_store_pre_votes_refused_total").increment(1);
-                continue;
+            let fresh = granted_at.is_some_and(|at| at.elapsed() < heartbeat * 2);
+            if !due || !fresh {
+                let may = pre_vote(&store, ask_within).await;
+                elect(may);
+                granted_at = may.then(Instant::now);
+                if !may {
+                    metrics::counter!("berth_store_pre_votes_refused_total").increment(1);
+                }
             }
-            if config.campaign_when_leader_silent && !campaigned && silent >= wait {
+            let may = granted_at.is_some();
+            if !may && armed(campaigned) && silent >= wait {
+                // Not now: look again after a fresh jitter, not sooner than a
+                // heartbeat.
+                wait = silent + jitter(heartbeat, spread);
+            }
+            // The pre-vote took a moment: a leader heard or a vote given
+            // meanwhile (another candidate won) calls the campaign off.
+            let still =
+                store.inner.contact.last() <= since && store.raft().metrics().borrow().vote == vote;
+            if may && still && armed(campaigned) && silent >= wait {
                 campaigned = true;
                 metrics::counter!("berth_store_election_watchdog_campaigns_total").increment(1);
                 tracing::info!(peer = store.id(), "no leader heard for the lease; campaigning");
