@@ -189,7 +189,9 @@ pub(crate) fn spawn_watchdog(store: Store) -> tokio::task::JoinHandle<()> {
         let config = &store.inner.config;
         let (min, max) = config.election_timeout;
         let heartbeat = config.heartbeat;
-        let ask_within = heartbeat.max(Duration::from_millis(50));
+        // Long enough for a loaded peer to answer; a round ends at the
+        // first majority, so a cut-off peer costs nothing.
+        let ask_within = (min / 2).max(heartbeat);
         let spread = (max.saturating_sub(min) / 2).max(heartbeat);
         // Past the voters' lease by at least a heartbeat, so that the other
         // followers' leases (from the same last heartbeat) are over.
@@ -252,8 +254,12 @@ pub(crate) fn spawn_watchdog(store: Store) -> tokio::task::JoinHandle<()> {
                 granted_at = None;
                 continue;
             }
-            let fresh = granted_at.is_some_and(|at| at.elapsed() < heartbeat * 2);
+            // A yes stays good for `min`: the campaign checks below that no
+            // leader or candidate has been heard of since.
+            let fresh = granted_at.is_some_and(|at| at.elapsed() < min);
             if !due || !fresh {
+                // Asked every tick while silent (a refused peer is asked
+                // again), and at the campaign's moment unless a yes is fresh.
                 let may = pre_vote(&store, ask_within).await;
                 elect(may);
                 granted_at = may.then(Instant::now);
