@@ -4,13 +4,13 @@
 //! bootstrap admin, edit and view roles take in rules labelled
 //! `rbac.authorization.k8s.io/aggregate-to-edit: "true"` and the like.
 
-use crate::informers::Informers;
 use crate::runner::{Action, Reconciler};
 use crate::Error;
-use berth_client::{Api, Cache, Client, WorkQueue};
+use berth_client::{Api, Cache, Client, Informer, InformerParams, WorkQueue};
 use berth_proto::labels::Selector;
 use berth_proto::rbac_v1::{AggregationRule, ClusterRole, PolicyRule};
 use berth_proto::Resource;
+use std::time::Duration;
 
 pub const NAME: &str = "clusterrole-aggregation";
 
@@ -19,17 +19,25 @@ pub struct AggregationController {
     roles: Cache<ClusterRole>,
 }
 
+/// How soon a key is looked at again while the ClusterRole cache fills.
+const UNSYNCED_RECHECK: Duration = Duration::from_millis(100);
+
 impl AggregationController {
+    /// The controller and its own informer over ClusterRoles (no other
+    /// controller reads them, so a controller-manager that runs without
+    /// this one needs no right to list them); the caller runs the informer.
     pub fn new(
         client: &Client,
-        informers: &mut Informers,
+        resync: Duration,
         queue: &WorkQueue<String>,
-    ) -> AggregationController {
-        let roles = informers.cluster_roles.cache();
+    ) -> (AggregationController, Informer<ClusterRole>) {
+        let params = InformerParams { resync: Some(resync), ..Default::default() };
+        let mut informer: Informer<ClusterRole> = Informer::new(Api::all(client), params);
+        let roles = informer.cache();
         // Any role may be selected by any aggregated one (labels change),
         // so every change looks at every aggregated role again.
         let (cache, queue) = (roles.clone(), queue.clone());
-        informers.cluster_roles.on_change(move |change| {
+        informer.on_change(move |change| {
             let changed = change.object();
             if changed.aggregation_rule.is_some() {
                 queue.add(changed.metadata().name.clone());
@@ -40,7 +48,7 @@ impl AggregationController {
                 }
             }
         });
-        AggregationController { client: client.clone(), roles }
+        (AggregationController { client: client.clone(), roles }, informer)
     }
 }
 
@@ -50,6 +58,10 @@ impl Reconciler for AggregationController {
     }
 
     async fn reconcile(&self, name: &str) -> Result<Action, Error> {
+        // A union over a half-filled cache would drop rules.
+        if !self.roles.is_synced() {
+            return Ok(Action::Requeue(UNSYNCED_RECHECK));
+        }
         let Some(role) = self.roles.get(name) else { return Ok(Action::AwaitChange) };
         let Some(rule) = &role.aggregation_rule else { return Ok(Action::AwaitChange) };
         let rules = aggregate(name, rule, &self.roles.list())?;

@@ -5,7 +5,6 @@ use berth_client::{Api, Cache, Client, Informer, InformerParams};
 use berth_proto::apps_v1::{Deployment, ReplicaSet};
 use berth_proto::coordination_v1::Lease;
 use berth_proto::core_v1::{Namespace, Node, Pod};
-use berth_proto::rbac_v1::ClusterRole;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +22,6 @@ pub struct Informers {
     pub nodes: Informer<Node>,
     pub node_leases: Informer<Lease>,
     pub namespaces: Informer<Namespace>,
-    pub cluster_roles: Informer<ClusterRole>,
 }
 
 /// Read handles on every shared cache.
@@ -35,7 +33,6 @@ pub struct Caches {
     pub nodes: Cache<Node>,
     pub node_leases: Cache<Lease>,
     pub namespaces: Cache<Namespace>,
-    pub cluster_roles: Cache<ClusterRole>,
 }
 
 impl Informers {
@@ -48,7 +45,6 @@ impl Informers {
             nodes: Informer::new(Api::all(client), params()),
             node_leases: Informer::new(Api::namespaced(client, NODE_LEASE_NAMESPACE), params()),
             namespaces: Informer::new(Api::all(client), params()),
-            cluster_roles: Informer::new(Api::all(client), params()),
         }
     }
 
@@ -60,7 +56,6 @@ impl Informers {
             nodes: self.nodes.cache(),
             node_leases: self.node_leases.cache(),
             namespaces: self.namespaces.cache(),
-            cluster_roles: self.cluster_roles.cache(),
         }
     }
 
@@ -72,7 +67,6 @@ impl Informers {
         tasks.spawn(self.nodes.run(stop.clone()));
         tasks.spawn(self.node_leases.run(stop.clone()));
         tasks.spawn(self.namespaces.run(stop.clone()));
-        tasks.spawn(self.cluster_roles.run(stop.clone()));
     }
 }
 
@@ -85,6 +79,5 @@ impl Caches {
         self.nodes.wait_synced().await;
         self.node_leases.wait_synced().await;
         self.namespaces.wait_synced().await;
-        self.cluster_roles.wait_synced().await;
     }
 }

@@ -194,8 +194,13 @@ async fn run_term(client: Client, config: &Config, stop: CancellationToken) {
     }
     if config.enabled(aggregation::NAME) {
         let q = queue(aggregation::NAME);
-        let c = aggregation::AggregationController::new(&client, &mut informers, &q);
-        starts.push(start(c, q, workers, &stop));
+        let (c, roles) = aggregation::AggregationController::new(&client, config.resync, &q);
+        let workers = start(c, q, workers, &stop);
+        let stop = stop.clone();
+        starts.push(Box::new(move |tasks: &mut JoinSet<()>| {
+            tasks.spawn(roles.run(stop));
+            workers(tasks);
+        }));
     }
 
     informers.spawn(&mut tasks, &stop);
