@@ -48,7 +48,11 @@ pub fn channel(address: &str, tls: &berth_tls::ClientTls) -> Result<Channel, cra
 }
 
 /// One client of the registers: reads, writes and compare-and-sets on
-/// `keys`, one call at a time, moving to the next peer after any failure.
+/// `keys`, one call at a time. After a failure it moves to the next peer,
+/// but a peer that answered with a refusal (no leader yet, or its forward
+/// given up on a new term) is tried once more first: it is alive and soon
+/// reaches the new leader, while the next peer may be the one cut off or
+/// stopped, which costs the whole call deadline.
 pub async fn registers(
     client: u64,
     seed: u64,
@@ -62,6 +66,7 @@ pub async fn registers(
     let mut peer = client as usize % peers.len();
     let mut seen: Vec<Option<String>> = vec![None; keys.len()];
     let mut written = 0u64;
+    let mut tried_again = false;
     while !stop.is_cancelled() {
         let k = rng.below(keys.len() as u64) as usize;
         let key = keys[k].clone();
@@ -81,6 +86,10 @@ pub async fn registers(
         let answer =
             tokio::time::timeout(Duration::from_secs(1), register_call(&peers[peer], &input)).await;
         let ret = clock.now();
+        // A status the peer sent has no local cause; a transport failure
+        // (no connection, a reset) carries one.
+        let refused =
+            matches!(&answer, Ok(Err(status)) if std::error::Error::source(status).is_none());
         let (outcome, output, revision) = match answer {
             Ok(Ok((output, revision))) => (Outcome::Ok, Some(output), Some(revision)),
             // A read that failed did nothing; a write may have been applied.
@@ -104,8 +113,13 @@ pub async fn registers(
             output,
             revision,
         });
-        if failed {
+        if failed && refused && !tried_again {
+            tried_again = true;
+        } else if failed {
+            tried_again = false;
             peer = (peer + 1) % peers.len();
+        } else {
+            tried_again = false;
         }
         // Pacing keeps the history a size the checker handles in seconds.
         tokio::select! {
