@@ -19,7 +19,7 @@ use berth_proto::core_v1::{Container, Node, Pod, PodSpec, ResourceRequirements};
 use berth_proto::device_plugin_v1beta1 as api;
 use berth_proto::meta_v1::ObjectMeta;
 use berth_proto::Quantity;
-use common::{free_addr, print_log_tails, remove_node_leftovers};
+use common::{free_addr, pod_skip_reason, print_log_tails, remove_node_leftovers};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command};
@@ -190,22 +190,9 @@ async fn devices_seen(root: &Path, pods: &Api<Pod>, name: &str) -> (Vec<String>,
     .await
 }
 
-fn skip_reason() -> Option<&'static str> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root (namespaces, cgroups, mounts)");
-    }
-    if !std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("overlay")) {
-        return Some("needs overlayfs in the kernel");
-    }
-    if !Path::new("/bin/busybox").exists() {
-        return Some("needs /bin/busybox (Debian package busybox-static)");
-    }
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_devices_are_advertised_allocated_and_kept_across_restarts() {
-    if let Some(why) = skip_reason() {
+    if let Some(why) = pod_skip_reason() {
         println!("SKIPPED: {why}");
         return;
     }
