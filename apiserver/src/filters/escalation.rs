@@ -49,14 +49,15 @@ pub(super) fn confirm(
     } else if let Some(role) = any.downcast_ref::<ClusterRole>() {
         let old = old.and_then(|o| o.downcast_ref::<ClusterRole>());
         let escalate = asking::<ClusterRole>(info, "escalate", "", name);
-        let may_escalate = privileged(info) || filters.decide(&escalate) == Decision::Allow;
-        confirm_role(filters, info, &role.rules, old.map(|o| &o.rules), escalate, "")?;
+        confirm_role(filters, info, &role.rules, old.map(|o| &o.rules), escalate.clone(), "")?;
         // An aggregation rule can gather any rule, so setting or changing
-        // one takes full authority, as in Kubernetes.
+        // one takes full authority (or escalate), as in Kubernetes. Asked
+        // only then: most writes of a ClusterRole leave it alone.
         let aggregating = role.aggregation_rule.is_some()
             && old.is_none_or(|o| o.aggregation_rule != role.aggregation_rule);
         if aggregating
-            && !may_escalate
+            && !privileged(info)
+            && filters.decide(&escalate) != Decision::Allow
             && !missing(filters, info, &super::authz::full_authority(), "").is_empty()
         {
             return Err(ApiError::Forbidden(format!(
